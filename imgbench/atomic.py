@@ -1,0 +1,197 @@
+"""Atomic publication of stores and files, and the locks writers take.
+
+New stores are built beside their final path under a hidden temporary name and
+renamed into place only when complete. A directory replacing a directory uses
+Linux ``renameat2(RENAME_EXCHANGE)`` so that at every instant the path holds the
+old store or the new one; elsewhere it falls back to two renames, where a crash
+between them leaves nothing at the path (never a half-written store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import shutil
+import socket
+import struct
+import tempfile
+from pathlib import Path
+
+from .errors import StoreExistsError, StoreLockedError
+
+TMP_MARK = ".imgbench-tmp-"
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+_libc = None
+
+
+def _renameat2(src: str, dst: str, flags: int) -> bool:
+    """Call renameat2; False when the system or filesystem does not offer it."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc.renameat2  # noqa: B018 - probe for the symbol
+        except (OSError, AttributeError):
+            _libc = False
+    if not _libc:
+        return False
+    rc = _libc.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), dst)
+
+
+def temp_sibling(path: Path, kind: str = "tmp") -> Path:
+    """A fresh hidden name next to ``path`` (same filesystem, so rename is atomic)."""
+    token = os.urandom(4).hex()
+    host = socket.gethostname().split(".")[0][:16] or "host"
+    return path.parent / f".{path.name}.imgbench-{kind}-{host}-{os.getpid()}-{token}"
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Delete temporaries of writers of ``path`` that were killed on this host."""
+    host = socket.gethostname().split(".")[0][:16] or "host"
+    prefix = f".{path.name}.imgbench-"
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        parts = entry.name[len(prefix):].split("-")
+        if len(parts) != 4 or parts[1] != host or not parts[2].isdigit():
+            continue
+        try:
+            os.kill(int(parts[2]), 0)
+            continue  # writer still alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        remove(Path(entry.path))
+
+
+def remove(path: Path) -> None:
+    """Remove a file or directory tree if it exists."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush every dirty page of the filesystem holding ``path`` (one call, not one per file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
+            os.sync()
+    except OSError:
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, path: Path, replace: bool) -> None:
+    """Move the finished store ``tmp`` to ``path``.
+
+    ``replace=False`` fails with StoreExistsError if anything appeared at ``path``
+    meanwhile; ``replace=True`` swaps atomically and deletes the old store.
+    """
+    if not replace:
+        if _renameat2(str(tmp), str(path), _RENAME_NOREPLACE):
+            fsync_path(path.parent, directory=True)
+            return
+        if os.path.lexists(path):
+            raise StoreExistsError(f"{path} appeared while the store was being written; the new store is discarded")
+        os.rename(tmp, path)
+        fsync_path(path.parent, directory=True)
+        return
+    if not os.path.lexists(path):
+        os.rename(tmp, path)
+    elif tmp.is_dir() or path.is_dir():
+        if _renameat2(str(tmp), str(path), _RENAME_EXCHANGE):
+            # tmp now names the old store.
+            remove(tmp)
+        else:
+            old = temp_sibling(path, "old")
+            os.rename(path, old)
+            os.rename(tmp, path)
+            remove(old)
+    else:
+        os.replace(tmp, path)
+    fsync_path(path.parent, directory=True)
+
+
+def write_file(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write ``path`` so that readers see the old content or the new, never a mix."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if sync:
+        fsync_path(path.parent, directory=True)
+
+
+class WriterLock:
+    """An exclusive, non-blocking per-store writer lock, released on close or process death.
+
+    Uses open-file-description locks (``F_OFD_SETLK``): unlike ``lockf`` they are not
+    dropped when another descriptor of the same file closes, and unlike ``flock`` they
+    do not collide with the locks HDF5 itself takes on the file.
+    """
+
+    def __init__(self, target: Path, what: str):
+        is_dir = target.is_dir()
+        self._fd = os.open(target, (os.O_RDONLY | os.O_DIRECTORY) if is_dir else os.O_RDWR)
+        try:
+            ofd = getattr(fcntl, "F_OFD_SETLK", None)
+            if is_dir or ofd is None:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                # struct flock {l_type, l_whence, l_start, l_len, l_pid}, native layout;
+                # l_len 0 = the whole file, l_pid must be 0 for OFD locks.
+                fcntl.fcntl(self._fd, ofd, struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+        except OSError as exc:
+            os.close(self._fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise StoreLockedError(
+                    f"another process is writing to {what} {target}; wait for it to finish (one writer at a time)"
+                ) from None
+            raise
+        self.inode = os.fstat(self._fd).st_ino
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,49 @@
+"""A one-minute tour: built-in images into every backend, read back, sizes compared.
+
+``imgbench compare`` is the full measurement; this is the short demo the quick
+start runs until then, and a smoke test of an installation.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import datasets
+from .measure import disk_usage
+from .storage.registry import backends, get
+from .store import open as open_store
+
+
+def run(out: Path, count: int = 2000, dataset: str = "cifar") -> list[dict]:
+    """Write ``count`` built-in images with each backend and compression; return one row each."""
+    images = datasets.generate(dataset, count)
+    labels = datasets.labels(count)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in backends():
+        for compression in get(name).compressions:
+            path = out / f"{dataset}-{name}-{compression}"
+            t0 = time.perf_counter()
+            with open_store(path, "w", backend=name, compression=compression) as store:
+                store.extend(images, labels=labels)
+            t1 = time.perf_counter()
+            with open_store(path) as store:
+                back = store.read_many()
+                t2 = time.perf_counter()
+                exact = bool(np.array_equal(back, images) and np.array_equal(store.labels, labels))
+            usage = disk_usage(path)
+            rows.append(
+                {
+                    "backend": name,
+                    "compression": compression,
+                    "write_s": t1 - t0,
+                    "read_s": t2 - t1,
+                    "bytes": usage["allocated"],
+                    "files": usage["files"],
+                    "exact": exact,
+                }
+            )
+    return rows

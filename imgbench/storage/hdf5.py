@@ -1,0 +1,398 @@
+"""HDF5 backend: images as one n-dimensional dataset, compressed by HDF5 filters.
+
+Layout (one file, readable with plain h5py; zstd needs ``import hdf5plugin``):
+
+- root attribute ``imgbench``: JSON with format, version, backend, compression,
+  level, count, labels flag and ``layout``;
+- dataset ``attrs``: scalar string, JSON of the user's attrs;
+- layout ``uniform`` (every image has one shape and dtype): ``images`` of shape
+  ``(N, H, W[, C])``; read all of it with ``f["images"][:]``;
+- layout ``ragged`` (shapes or dtypes differ): ``data`` (uint8, all images'
+  raw little-endian C-order bytes back to back), ``offsets`` (int64, N+1: image
+  ``i`` is ``data[offsets[i]:offsets[i+1]]``), ``shapes`` (int64, N x 3; the
+  third entry 0 for 2-D images) and ``dtypes`` (numpy dtype strings such as
+  ``<u2``);
+- ``labels`` (int64, N) when the store is labelled.
+
+Compression is an HDF5 filter on the chunks: ``gzip`` (level 0-9), ``lzf``,
+``zstd`` (hdf5plugin, level 1-22). Uncompressed data uses ~1 MiB chunks, read
+with the chunk cache off so that one image costs one small direct read and the
+whole store one pass at memory speed (HDF5 allocates whole chunks, so at most
+1 MiB is unused); compressed data uses small chunks (~16 KiB or one image) so
+reading one image decompresses little else.
+
+HDF5 files are not crash-safe when modified in place, so appending (mode 'a')
+copies the file, appends to the copy and swaps it in on close: the old store
+stays intact and readable throughout, at the cost of one file copy per append
+session. One appender at a time (a second gets StoreLockedError).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from .. import atomic
+from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
+from ..images import DTYPE_CODES, dtype_from_code
+from ..store import Store, stack_if_uniform
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_LEVELS = {"none": None, "gzip": (0, 9, 4), "lzf": None, "zstd": (1, 22, 3)}
+_RAW_CHUNK_BYTES = 1 << 20
+_PACKED_CHUNK_BYTES = 16 << 10
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
+class HDF5Store(Store):
+    name = "hdf5"
+    compressions = ("none", "gzip", "lzf", "zstd")
+    option_defaults = {
+        "chunks": None,  # images per chunk in the uniform layout (None = chosen from image size)
+        "rdcc_nbytes": None,  # HDF5 chunk cache per dataset, bytes (None = HDF5 default, 1 MiB)
+        "locking": None,  # HDF5 file locking (False for NFS without lock support)
+        "sync": True,  # fsync the file before publishing it
+    }
+    in_place_append = False
+
+    def _check_options(self) -> None:
+        chunks = self.options["chunks"]
+        if chunks is not None and (isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1):
+            raise UnsupportedError(f"chunks must be a positive number of images per chunk, got {chunks!r}")
+
+    def _check_level(self, compression: str, level: int | None) -> int | None:
+        spec = _LEVELS[compression]
+        if spec is None:
+            if level is not None:
+                raise UnsupportedError(f"compression {compression!r} takes no level; drop level={level!r}")
+            return None
+        low, high, default = spec
+        if level is None:
+            return default
+        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not low <= level <= high:
+            raise UnsupportedError(
+                f"level {level!r} is out of range for {compression!r}: use an integer from {low} to {high}"
+            )
+        return int(level)
+
+    def _check_dtype(self, dtype: np.dtype) -> None:
+        """Every HDF5 filter here is lossless on every supported dtype."""
+
+    def _init_handles(self) -> None:
+        self._file: h5py.File | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
+        self._layout: str | None = None
+        self._target: Path | None = None
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        if not path.is_file():
+            return False
+        try:
+            with open(path, "rb") as f:
+                return f.read(8) == _SIGNATURE
+        except OSError:
+            return False
+
+    # ------------------------------------------------------------ opening
+    def _h5open(self, target: Path, mode: str) -> h5py.File:
+        kw: dict[str, Any] = {}
+        if self.options["rdcc_nbytes"] is not None:
+            kw["rdcc_nbytes"] = self.options["rdcc_nbytes"]
+        if self.options["locking"] is not None:
+            kw["locking"] = self.options["locking"]
+        try:
+            return h5py.File(target, mode, **kw)
+        except OSError as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise ImgbenchError(
+                    f"cannot open {target}: HDF5 file locking refused it ({text}); another program has it open "
+                    "for writing, or the filesystem has no locks (NFS: pass locking=False or set "
+                    "HDF5_USE_FILE_LOCKING=FALSE)"
+                ) from None
+            raise CorruptStoreError(f"{target} is not a readable HDF5 file: {text}") from None
+
+    def _load(self, f: h5py.File, target: Path) -> dict[str, Any]:
+        try:
+            raw = f.attrs.get("imgbench")
+            meta = json.loads(raw) if raw is not None else None
+        except (*_H5_ERRORS, json.JSONDecodeError):
+            raise CorruptStoreError(f"{target}: imgbench metadata attribute is unreadable") from None
+        if not isinstance(meta, dict):
+            raise CorruptStoreError(f"{target} is an HDF5 file without imgbench metadata (root attribute 'imgbench')")
+        try:
+            attrs_raw = f["attrs"][()] if "attrs" in f else b"{}"
+            meta["attrs"] = json.loads(attrs_raw.decode() if isinstance(attrs_raw, bytes) else attrs_raw)
+        except (*_H5_ERRORS, json.JSONDecodeError, AttributeError):
+            raise CorruptStoreError(f"{target}: the 'attrs' dataset is unreadable") from None
+        count = meta.get("count")
+        layout = meta.get("layout")
+        try:
+            if layout == "uniform":
+                length = f["images"].shape[0]
+            elif layout == "ragged":
+                offsets = f["offsets"][:]
+                length = len(offsets) - 1
+                if (
+                    length < 0
+                    or offsets[0] != 0
+                    or (np.diff(offsets) < 0).any()
+                    or offsets[-1] > f["data"].shape[0]
+                    or f["shapes"].shape != (length, 3)
+                    or f["dtypes"].shape != (length,)
+                ):
+                    raise CorruptStoreError(f"{target}: ragged index (offsets/shapes/dtypes) is inconsistent")
+            elif layout is None and count == 0:
+                length = 0
+            else:
+                raise CorruptStoreError(f"{target}: unknown layout {layout!r}")
+            if meta.get("labels") and f["labels"].shape != (count,):
+                raise CorruptStoreError(f"{target}: 'labels' does not hold one label per image")
+        except _H5_ERRORS as exc:
+            raise CorruptStoreError(f"{target}: store datasets are missing or damaged ({exc})") from None
+        if length != count:
+            raise CorruptStoreError(f"{target}: metadata counts {count} images, the datasets hold {length}")
+        self._layout = layout
+        return meta
+
+    def _open_reader(self) -> dict[str, Any]:
+        f = self._h5open(self.path, "r")
+        try:
+            meta = self._load(f, self.path)
+        except BaseException:
+            f.close()
+            raise
+        self._file = f
+        self._datasets = {}
+        return meta
+
+    def _ds(self, name: str) -> h5py.Dataset:
+        """Dataset handle, cached; uncompressed data is read around the chunk cache."""
+        ds = self._datasets.get(name)
+        if ds is None:
+            if self.compression == "none" and self.options["rdcc_nbytes"] is None and name in ("images", "data"):
+                dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+                dapl.set_chunk_cache(0, 0, 1.0)
+                ds = h5py.Dataset(h5py.h5d.open(self._file.id, name.encode(), dapl))
+            else:
+                ds = self._file[name]
+            self._datasets[name] = ds
+        return ds
+
+    def _open_appender(self, target: Path) -> dict[str, Any]:
+        f = self._h5open(target, "r+")
+        try:
+            meta = self._load(f, target)
+        except BaseException:
+            f.close()
+            raise
+        self._file, self._target = f, target
+        return meta
+
+    def _create(self, target: Path) -> None:
+        self._file, self._target = self._h5open(target, "w"), target
+        self._layout = None
+
+    # ------------------------------------------------------------ writing
+    def _filter(self) -> dict[str, Any]:
+        if self.compression == "gzip":
+            return {"compression": "gzip", "compression_opts": self.level}
+        if self.compression == "lzf":
+            return {"compression": "lzf"}
+        if self.compression == "zstd":
+            return dict(hdf5plugin.Zstd(clevel=self.level))
+        return {}
+
+    def _create_uniform(self, f: h5py.File, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        per_chunk = self.options["chunks"] or max(
+            1, (_PACKED_CHUNK_BYTES if self.compression != "none" else _RAW_CHUNK_BYTES) // nbytes
+        )
+        f.create_dataset(
+            "images", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+            chunks=(per_chunk, *shape), **self._filter(),
+        )
+
+    def _create_ragged(self, f: h5py.File) -> None:
+        chunk = _RAW_CHUNK_BYTES if self.compression == "none" else 64 << 10
+        f.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(chunk,), **self._filter())
+        f.create_dataset("offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(1 << 13,))
+        f.create_dataset("shapes", shape=(0, 3), maxshape=(None, 3), dtype=np.int64, chunks=(1 << 12, 3))
+        f.create_dataset("dtypes", shape=(0,), maxshape=(None,), dtype="S3", chunks=(1 << 13,))
+
+    @staticmethod
+    def _append_rows(ds: h5py.Dataset, rows: np.ndarray) -> None:
+        n = ds.shape[0]
+        ds.resize(n + len(rows), axis=0)
+        ds[n:] = rows
+
+    def _write(self, images, labels, start) -> None:
+        try:
+            self._write_h5(images, labels, start)
+        except ImgbenchError:
+            raise
+        except _H5_ERRORS as exc:
+            raise ImgbenchError(f"writing to {self.path} failed: {exc}") from exc
+
+    def _write_h5(self, images, labels, start) -> None:
+        f = self._file
+        if isinstance(images, np.ndarray):
+            kinds = {(images.shape[1:], images.dtype)}
+        else:
+            kinds = {(im.shape, im.dtype) for im in images}
+        if self._layout is None:
+            if len(kinds) == 1:
+                self._create_uniform(f, *next(iter(kinds)))
+                self._layout = "uniform"
+            else:
+                self._create_ragged(f)
+                self._layout = "ragged"
+        if self._layout == "uniform":
+            ds = f["images"]
+            if kinds == {(ds.shape[1:], ds.dtype)}:
+                self._append_rows(ds, images if isinstance(images, np.ndarray) else np.stack(images))
+            else:
+                self._to_ragged()
+        if self._layout == "ragged":
+            f = self._file
+            items = list(images)
+            sizes = np.array([im.nbytes for im in items], dtype=np.int64)
+            blob = np.concatenate([im.reshape(-1).view(np.uint8) for im in items])
+            self._append_rows(f["data"], blob)
+            offsets = f["offsets"]
+            self._append_rows(offsets, offsets[-1] + np.cumsum(sizes))
+            self._append_rows(f["shapes"], np.array([im.shape + (0,) * (3 - im.ndim) for im in items], np.int64))
+            self._append_rows(f["dtypes"], np.array([DTYPE_CODES[im.dtype].encode() for im in items], "S3"))
+        if labels is not None:
+            if "labels" not in f:
+                f.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1 << 13,))
+            self._append_rows(f["labels"], labels)
+
+    def _to_ragged(self) -> None:
+        """Rewrite the uniform store being written into a fresh file with the ragged layout."""
+        old, target = self._file, self._target
+        fresh_path = atomic.temp_sibling(self.path)
+        fresh = self._h5open(fresh_path, "w")
+        try:
+            self._create_ragged(fresh)
+            ds = old["images"]
+            n, per = ds.shape[0], ds.chunks[0]
+            for s in range(0, n, per * 16):
+                block = ds[s : s + per * 16]
+                self._append_rows(fresh["data"], block.reshape(-1).view(np.uint8))
+                sizes = np.full(len(block), block[0].nbytes, np.int64)
+                self._append_rows(fresh["offsets"], fresh["offsets"][-1] + np.cumsum(sizes))
+                shape = block.shape[1:] + (0,) * (4 - block.ndim)
+                self._append_rows(fresh["shapes"], np.tile(np.array(shape, np.int64), (len(block), 1)))
+                self._append_rows(fresh["dtypes"], np.full(len(block), DTYPE_CODES[ds.dtype].encode(), "S3"))
+            if "labels" in old:
+                fresh.create_dataset("labels", data=old["labels"][:], maxshape=(None,), chunks=(1 << 13,))
+        except BaseException:
+            fresh.close()
+            atomic.remove(fresh_path)
+            raise
+        old.close()
+        fresh.close()
+        fresh_path.replace(target)
+        self._file = self._h5open(target, "r+")
+        self._layout = "ragged"
+
+    def _flush(self, meta) -> None:
+        f = self._file
+        meta = dict(meta)
+        attrs = meta.pop("attrs")
+        meta["layout"] = self._layout
+        f.attrs["imgbench"] = json.dumps(meta)
+        if "attrs" in f:
+            del f["attrs"]
+        f.create_dataset("attrs", data=json.dumps(attrs))
+        f.flush()
+
+    def _close_writer(self, commit: bool) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            if commit and self.options["sync"] and self._target is not None:
+                atomic.fsync_path(self._target)
+
+    # ------------------------------------------------------------ reading
+    def _close_reader(self) -> None:
+        self._datasets = {}
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _reader_handles(self) -> Any:
+        handles = (self._file, self._datasets)
+        self._file, self._datasets = None, {}
+        return handles
+
+    def _ragged_one(self, i: int, offsets: np.ndarray, shapes: np.ndarray, codes: np.ndarray, blob) -> np.ndarray:
+        dims = tuple(int(d) for d in shapes[i] if d)
+        dtype = dtype_from_code(codes[i].decode("ascii", "replace"))
+        size = int(offsets[i + 1] - offsets[i])
+        if len(dims) not in (2, 3) or int(np.prod(dims)) * dtype.itemsize != size:
+            raise CorruptStoreError(f"{self.path}: image {i} has shape {dims} {dtype} but {size} stored bytes")
+        raw = blob(int(offsets[i]), int(offsets[i + 1]))
+        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(dims)
+
+    def _read(self, fn):
+        try:
+            return fn()
+        except (ImgbenchError, IndexError):
+            raise
+        except _H5_ERRORS as exc:
+            raise CorruptStoreError(f"{self.path}: reading failed, the file is damaged ({exc})") from None
+
+    def _get(self, index: int) -> np.ndarray:
+        def read() -> np.ndarray:
+            if self._layout == "uniform":
+                return self._ds("images")[index]
+            off = self._ds("offsets")[index : index + 2]
+            data = self._ds("data")
+            return self._ragged_one(
+                0, off - off[0], self._ds("shapes")[index : index + 1], self._ds("dtypes")[index : index + 1],
+                lambda s, e: data[off[0] + s : off[0] + e].tobytes(),
+            )
+
+        return self._read(read)
+
+    def _get_many(self, indices: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        if self._layout == "uniform":
+            # One small read per image: h5py's fancy indexing costs ~0.2 ms per index.
+            ds = self._ds("images")
+            out = np.empty((len(indices), *ds.shape[1:]), dtype=ds.dtype)
+
+            def read() -> np.ndarray:
+                for j, i in enumerate(indices.tolist()):
+                    out[j] = ds[i]
+                return out
+
+            return self._read(read)
+        return stack_if_uniform([self._get(int(i)) for i in indices])
+
+    def _get_all(self) -> np.ndarray | list[np.ndarray]:
+        def read():
+            if self._layout == "uniform":
+                ds = self._ds("images")
+                out = np.empty(ds.shape, dtype=ds.dtype)
+                ds.read_direct(out)
+                return out
+            offsets, shapes, codes = self._ds("offsets")[:], self._ds("shapes")[:], self._ds("dtypes")[:]
+            data = self._ds("data")[:]
+            images = [
+                self._ragged_one(i, offsets, shapes, codes, lambda s, e: data[s:e])
+                for i in range(self._count)
+            ]
+            return stack_if_uniform(images)
+
+        return self._read(read)
+
+    def _get_labels(self) -> np.ndarray | None:
+        return self._read(lambda: self._ds("labels")[:].astype(np.int64))

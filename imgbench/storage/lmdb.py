@@ -1,0 +1,373 @@
+"""LMDB backend: one key per image in a memory-mapped B-tree.
+
+Layout (a directory, readable with plain ``lmdb.open(path, readonly=True)``):
+
+- named database ``images``: key ``struct.pack(">Q", i)`` (8-byte big-endian
+  index, so keys sort in image order and appends use ``MDB_APPEND``, which needs
+  the images alone in their database) -> value = 20-byte header + encoded bytes.
+  Header, little-endian ``<2sBBBBH3I``: magic ``b"IB"``, header version 1,
+  codec id (0 none, 1 png, 2 zstd), dtype id (1 uint8, 2 uint16, 3 int16,
+  4 float32), ndim (2 or 3), reserved 0, then H, W, C (C is 0 for 2-D).
+- main database, reserved keys: ``b"~imgbench/meta"`` -> JSON: format, version, backend, compression, level,
+  count, labels flag, attrs, and ``uniform`` ({shape, dtype} when all agree).
+- ``b"~imgbench/labels/%08d" % k`` -> int64 little-endian labels of images
+  ``k*65536 .. (k+1)*65536-1``; only the last chunk is rewritten on append.
+
+Every write is one transaction holding the images, their labels and the new
+count, so readers (other processes, any time) see whole images only, and a
+killed writer leaves the store as of its last commit. LMDB allows one writer;
+imgbench also locks the directory so a second appender gets a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import numpy as np
+
+from .. import codecs, parallel
+from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
+from ..images import DTYPE_IDS, dtype_from_id
+from ..store import Store
+
+META_KEY = b"~imgbench/meta"
+LABELS_PREFIX = b"~imgbench/labels/"
+LABEL_CHUNK = 1 << 16
+HEADER = struct.Struct("<2sBBBBH3I")
+MAGIC = b"IB"
+HEADER_VERSION = 1
+CODEC_IDS = {"none": 0, "png": 1, "zstd": 2}
+_CODEC_BY_ID = {v: k for k, v in CODEC_IDS.items()}
+_MIN_MAP = 64 << 20
+
+
+def _key(i: int) -> bytes:
+    return struct.pack(">Q", i)
+
+
+def _labels_key(chunk: int) -> bytes:
+    return LABELS_PREFIX + b"%08d" % chunk
+
+
+def _header(codec_id: int, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    dims = tuple(shape) + (0,) * (3 - len(shape))
+    return HEADER.pack(MAGIC, HEADER_VERSION, codec_id, DTYPE_IDS[dtype], len(shape), 0, *dims)
+
+
+class LMDBStore(Store):
+    name = "lmdb"
+    compressions = ("none", "png", "zstd")
+    option_defaults = {
+        "map_size": None,  # bytes to reserve at first; grows on demand either way
+        "readahead": True,  # OS readahead on the map: good for scans, False for random access on cold data
+        "sync": True,  # fsync on every commit in mode 'a' (mode 'w' syncs once before publishing)
+        "lock": True,  # False for read-only media (then no writer may run concurrently)
+        "max_readers": 126,
+        "threads": None,  # codec threads for png/zstd (None = all cores)
+    }
+
+    def _check_options(self) -> None:
+        ms = self.options["map_size"]
+        if ms is not None and (isinstance(ms, bool) or not isinstance(ms, int) or ms <= 0):
+            raise UnsupportedError(f"map_size must be a positive number of bytes, got {ms!r}")
+
+    def _init_handles(self) -> None:
+        self._env: lmdb.Environment | None = None
+        self._db = None
+        self._uniform: tuple[tuple[int, ...], np.dtype] | None | bool = None
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        return path.is_dir() and (path / "data.mdb").is_file()
+
+    # ------------------------------------------------------------ opening
+    def _codec(self) -> codecs.Codec:
+        return codecs.get(self.compression, self.compressions, self.name)
+
+    def _read_meta(self, txn: lmdb.Transaction) -> dict[str, Any]:
+        raw = txn.get(META_KEY)
+        if raw is None:
+            raise CorruptStoreError(f"{self.path} is an LMDB environment without imgbench metadata (key {META_KEY!r})")
+        try:
+            meta = json.loads(bytes(raw))
+        except ValueError as exc:
+            raise CorruptStoreError(f"{self.path}: imgbench metadata is not valid JSON ({exc})") from None
+        uniform = meta.get("uniform") if isinstance(meta, dict) else None
+        if uniform:
+            from ..images import dtype_from_code
+
+            try:
+                self._uniform = (tuple(int(d) for d in uniform["shape"]), dtype_from_code(uniform["dtype"]))
+            except (KeyError, TypeError, ValueError):
+                raise CorruptStoreError(f"{self.path}: metadata 'uniform' entry is malformed") from None
+        else:
+            self._uniform = False if isinstance(meta, dict) and meta.get("count") else None
+        return meta
+
+    def _check_not_truncated(self, env: lmdb.Environment, where: Path) -> None:
+        """Refuse a data file shorter than its own last page: touching it would SIGBUS."""
+        info, psize = env.info(), env.stat()["psize"]
+        need = (info["last_pgno"] + 1) * psize
+        have = os.path.getsize(where / "data.mdb")
+        if have < need:
+            raise CorruptStoreError(
+                f"{where}/data.mdb is truncated: {have} bytes, but its last page ends at byte {need}"
+            )
+
+    def _open_env(self, target: Path, readonly: bool, **kw: Any) -> lmdb.Environment:
+        try:
+            return lmdb.open(
+                str(target),
+                readonly=readonly,
+                subdir=True,
+                create=not readonly,
+                lock=self.options["lock"],
+                readahead=self.options["readahead"],
+                max_readers=self.options["max_readers"],
+                max_dbs=2,
+                **kw,
+            )
+        except lmdb.InvalidError as exc:
+            raise CorruptStoreError(f"{target} is not a valid LMDB environment: {exc}") from None
+        except lmdb.VersionMismatchError as exc:
+            raise CorruptStoreError(f"{target}: LMDB version mismatch: {exc}") from None
+        except (lmdb.ReadonlyError, PermissionError) as exc:
+            raise ImgbenchError(
+                f"cannot open {target}: {exc}; on read-only media pass lock=False (no writer may run meanwhile)"
+            ) from None
+        except lmdb.Error as exc:
+            raise CorruptStoreError(f"cannot open {target} as LMDB: {exc}") from None
+
+    def _open_existing(self, target: Path, readonly: bool, **kw: Any) -> dict[str, Any]:
+        env = self._open_env(target, readonly=readonly, **kw)
+        try:
+            self._check_not_truncated(env, target)
+            with env.begin(buffers=True) as txn:
+                meta = self._read_meta(txn)
+            try:
+                self._db = env.open_db(b"images", create=False)
+            except lmdb.Error:
+                raise CorruptStoreError(f"{target}: the 'images' database is missing") from None
+        except BaseException:
+            env.close()
+            raise
+        self._env = env
+        return meta
+
+    def _open_reader(self) -> dict[str, Any]:
+        return self._open_existing(self.path, readonly=True)
+
+    def _open_appender(self, target: Path) -> dict[str, Any]:
+        meta = self._open_existing(target, readonly=False, sync=self.options["sync"], metasync=self.options["sync"])
+        if self.options["map_size"] and self._env.info()["map_size"] < self.options["map_size"]:
+            self._env.set_mapsize(self.options["map_size"])
+        return meta
+
+    def _create(self, target: Path) -> None:
+        # The temporary store is invisible until published, so commits need not
+        # sync; one sync happens before publishing.
+        self._env = self._open_env(
+            target, readonly=False, map_size=self.options["map_size"] or _MIN_MAP, sync=False, metasync=False
+        )
+        self._db = self._env.open_db(b"images", create=True)
+
+    # ------------------------------------------------------------ writing
+    def _encode(self, images: np.ndarray | list[np.ndarray]) -> list[bytes] | tuple[np.ndarray, int]:
+        codec, level, cid = self._codec(), self.level, CODEC_IDS[self.compression]
+        if isinstance(images, np.ndarray) and self.compression == "none":
+            # One header for all, payload rows copied in one numpy operation.
+            n = len(images)
+            hdr = np.frombuffer(_header(cid, images.dtype, images.shape[1:]), dtype=np.uint8)
+            rows = np.empty((n, HEADER.size + images[0].nbytes), dtype=np.uint8)
+            rows[:, : HEADER.size] = hdr
+            rows[:, HEADER.size :] = images.reshape(n, -1).view(np.uint8)
+            return [memoryview(r) for r in rows]
+
+        def one(image: np.ndarray) -> bytes:
+            return _header(cid, image.dtype, image.shape) + codec.encode(image, level)
+
+        return parallel.map_items(one, images, self.options["threads"])
+
+    def _txn(self, work) -> None:
+        """Run ``work(txn)`` in one write transaction, growing the map when it is full."""
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    work(txn)
+                return
+            except lmdb.MapFullError:
+                size = self._env.info()["map_size"]
+                self._env.set_mapsize(size * 2)
+            except lmdb.Error as exc:
+                raise ImgbenchError(f"writing to {self.path} failed: {exc}") from exc
+
+    def _update_uniform(self, images: np.ndarray | list[np.ndarray]) -> None:
+        """Track whether every image so far shares one (shape, dtype): None = no images yet."""
+        if isinstance(images, np.ndarray):
+            kinds = {(images.shape[1:], images.dtype)}
+        else:
+            kinds = {(im.shape, im.dtype) for im in images}
+        if self._uniform is None:
+            self._uniform = next(iter(kinds)) if len(kinds) == 1 else False
+        elif self._uniform and kinds != {self._uniform}:
+            self._uniform = False
+
+    def _meta_now(self, count: int) -> bytes:
+        meta = self._meta()
+        meta["count"] = count
+        meta["uniform"] = (
+            {"shape": list(self._uniform[0]), "dtype": self._uniform[1].newbyteorder("<").str}
+            if self._uniform
+            else None
+        )
+        return json.dumps(meta).encode()
+
+    def _write(self, images, labels, start) -> None:
+        values = self._encode(images)
+        n = len(values)
+        keys = np.arange(start, start + n, dtype=">u8").tobytes()
+        self._update_uniform(images)
+        meta = self._meta_now(start + n)
+
+        def work(txn: lmdb.Transaction) -> None:
+            cursor = txn.cursor(db=self._db)
+            items = ((keys[8 * j : 8 * j + 8], values[j]) for j in range(n))
+            _, added = cursor.putmulti(items, append=True)
+            if added != n:
+                raise CorruptStoreError(f"{self.path}: {n - added} image keys already existed at index {start}")
+            if labels is not None:
+                self._put_labels(txn, labels, start)
+            txn.put(META_KEY, meta)
+
+        self._txn(work)
+
+    def _put_labels(self, txn: lmdb.Transaction, labels: np.ndarray, start: int) -> None:
+        pos, end = start, start + len(labels)
+        while pos < end:
+            chunk = pos // LABEL_CHUNK
+            chunk_start = chunk * LABEL_CHUNK
+            take = min(end, chunk_start + LABEL_CHUNK) - pos
+            old = txn.get(_labels_key(chunk)) if pos > chunk_start else b""
+            old = bytes(old or b"")[: 8 * (pos - chunk_start)]
+            new = labels[pos - start : pos - start + take].astype("<i8").tobytes()
+            txn.put(_labels_key(chunk), old + new)
+            pos += take
+
+    def _flush(self, meta) -> None:
+        self._txn(lambda txn: txn.put(META_KEY, self._meta_now(self._count)))
+        self._env.sync(True)
+
+    def _close_writer(self, commit: bool) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = self._db = None
+
+    # ------------------------------------------------------------ reading
+    def _close_reader(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = self._db = None
+
+    def _reader_handles(self) -> Any:
+        handles = (self._env, self._db)
+        self._env = self._db = None
+        return handles
+
+    def _read_txn(self) -> lmdb.Transaction:
+        try:
+            return self._env.begin(buffers=True)
+        except lmdb.MapResizedError:
+            # A writer grew the map since we opened: adopt the new size.
+            self._env.set_mapsize(0)
+            return self._env.begin(buffers=True)
+
+    def _parse(self, value, index: int) -> tuple[np.dtype, tuple[int, ...], memoryview]:
+        if value is None:
+            raise CorruptStoreError(f"{self.path}: image {index} is missing")
+        if len(value) < HEADER.size:
+            raise CorruptStoreError(f"{self.path}: image {index} is shorter than its header")
+        magic, version, cid, did, ndim, _, h, w, c = HEADER.unpack_from(value)
+        if magic != MAGIC or version != HEADER_VERSION or ndim not in (2, 3):
+            raise CorruptStoreError(f"{self.path}: image {index} has a damaged header")
+        if _CODEC_BY_ID.get(cid) != self.compression:
+            raise CorruptStoreError(f"{self.path}: image {index} claims codec id {cid}, store uses {self.compression}")
+        shape = (h, w, c) if ndim == 3 else (h, w)
+        if min(shape) < 1 or (ndim == 3 and c > 4):
+            raise CorruptStoreError(f"{self.path}: image {index} has an impossible shape {shape}")
+        return dtype_from_id(did), shape, memoryview(value)[HEADER.size :]
+
+    def _decode(self, value, index: int) -> np.ndarray:
+        dtype, shape, payload = self._parse(value, index)
+        return self._codec().decode(payload, dtype, shape)
+
+    def _get(self, index: int) -> np.ndarray:
+        with self._read_txn() as txn:
+            return self._decode(txn.get(_key(index), db=self._db), index)
+
+    def _get_many(self, indices: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        with self._read_txn() as txn:
+            db = self._db
+
+            def get(key: bytes):
+                return txn.get(key, db=db)
+
+            if self.compression == "none":
+                images = [self._decode(get(_key(i)), i) for i in indices.tolist()]
+            else:
+                values = [(i, bytes(get(_key(i)) or b"")) for i in indices.tolist()]
+        if self.compression != "none":
+            images = parallel.map_items(lambda iv: self._decode(iv[1] or None, iv[0]), values, self.options["threads"])
+        from ..store import stack_if_uniform
+
+        return stack_if_uniform(images)
+
+    def _get_all(self) -> np.ndarray | list[np.ndarray]:
+        n = self._count
+        with self._read_txn() as txn:
+            cursor = txn.cursor(db=self._db)
+            if not cursor.set_key(_key(0)):
+                raise CorruptStoreError(f"{self.path}: image 0 is missing")
+            pairs = list(islice(cursor.iternext(keys=True, values=True), n))
+            if len(pairs) != n or b"".join(k for k, _ in pairs) != np.arange(n, dtype=">u8").tobytes():
+                raise CorruptStoreError(f"{self.path}: image keys are not 0..{n - 1} (missing or foreign keys)")
+            if self._uniform and self.compression == "none":
+                shape, dtype = self._uniform
+                hdr = np.frombuffer(_header(0, dtype, shape), dtype=np.uint8)
+                width = HEADER.size + int(np.prod(shape)) * dtype.itemsize
+                joined = b"".join(v for _, v in pairs)
+                if len(joined) != n * width:
+                    raise CorruptStoreError(f"{self.path}: some images have the wrong size")
+                rows = np.frombuffer(joined, dtype=np.uint8).reshape(n, width)
+                if not (rows[:, : HEADER.size] == hdr).all():
+                    bad = int(np.argmin((rows[:, : HEADER.size] == hdr).all(axis=1)))
+                    raise CorruptStoreError(f"{self.path}: image {bad} has a damaged or unexpected header")
+                out = np.empty((n, *shape), dtype=dtype)
+                out.reshape(n, -1).view(np.uint8)[:] = rows[:, HEADER.size :]
+                return out
+            if self.compression == "none":
+                images = [self._decode(v, i) for i, (_, v) in enumerate(pairs)]
+            else:
+                values = [bytes(v) for _, v in pairs]
+        if self.compression != "none":
+            images = parallel.map_chunks(
+                lambda s, e: [self._decode(values[i], i) for i in range(s, e)], n, self.options["threads"]
+            )
+            images = [im for part in images for im in part]
+        from ..store import stack_if_uniform
+
+        return stack_if_uniform(images)
+
+    def _get_labels(self) -> np.ndarray | None:
+        n = self._count
+        with self._read_txn() as txn:
+            parts = [bytes(txn.get(_labels_key(c)) or b"") for c in range((n + LABEL_CHUNK - 1) // LABEL_CHUNK)]
+        raw = b"".join(parts)
+        if len(raw) < 8 * n:
+            raise CorruptStoreError(f"{self.path}: labels are missing for some images")
+        return np.frombuffer(raw[: 8 * n], dtype="<i8").astype(np.int64)
