@@ -47,6 +47,33 @@ _CODEC_BY_ID = {v: k for k, v in CODEC_IDS.items()}
 _MIN_MAP = 64 << 20
 
 
+# LMDB's locks are per process, so one environment must be opened once per
+# process (py-lmdb enforces it): readers and an appender in the same process
+# share it, counted. A forked child closes what it inherited, which LMDB allows
+# (mdb_env_close clears only reader slots of the calling pid, and unmaps the
+# child's own mapping) and which frees py-lmdb's "already open" guard so the
+# child can open its own environment.
+_SHARED: dict[tuple, list] = {}  # file identity -> [env, users, writable]
+
+
+def _forget_shared_after_fork() -> None:
+    for env, _users, _writable in _SHARED.values():
+        try:
+            env.close()
+        except Exception:
+            pass
+    _SHARED.clear()
+
+
+os.register_at_fork(after_in_child=_forget_shared_after_fork)
+
+
+def _identity(target: Path) -> tuple:
+    from lmdb import _envid
+
+    return _envid.env_keys(str(target), True)
+
+
 def _key(i: int) -> bytes:
     return struct.pack(">Q", i)
 
@@ -121,6 +148,32 @@ class LMDBStore(Store):
             )
 
     def _open_env(self, target: Path, readonly: bool, **kw: Any) -> lmdb.Environment:
+        ident = _identity(target)
+        entry = _SHARED.get(ident) if ident else None
+        if entry is not None:
+            if not readonly and not entry[2]:
+                raise ImgbenchError(
+                    f"{target} is open read-only elsewhere in this process; close those readers before appending"
+                )
+            entry[1] += 1
+            return entry[0]
+        env = self._open_new_env(target, readonly, **kw)
+        _SHARED[_identity(target)] = [env, 1, not readonly]
+        return env
+
+    @staticmethod
+    def _release_env(env: lmdb.Environment | None) -> None:
+        for ident, entry in list(_SHARED.items()):
+            if entry[0] is env:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del _SHARED[ident]
+                    env.close()
+                return
+        if env is not None:
+            env.close()
+
+    def _open_new_env(self, target: Path, readonly: bool, **kw: Any) -> lmdb.Environment:
         try:
             return lmdb.open(
                 str(target),
@@ -155,7 +208,7 @@ class LMDBStore(Store):
             except lmdb.Error:
                 raise CorruptStoreError(f"{target}: the 'images' database is missing") from None
         except BaseException:
-            env.close()
+            self._release_env(env)
             raise
         self._env = env
         return meta
@@ -265,13 +318,13 @@ class LMDBStore(Store):
 
     def _close_writer(self, commit: bool) -> None:
         if self._env is not None:
-            self._env.close()
+            self._release_env(self._env)
             self._env = self._db = None
 
     # ------------------------------------------------------------ reading
     def _close_reader(self) -> None:
         if self._env is not None:
-            self._env.close()
+            self._release_env(self._env)
             self._env = self._db = None
 
     def _reader_handles(self) -> Any:

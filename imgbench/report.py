@@ -1,0 +1,447 @@
+"""Presenting a comparison: terminal tables, progress bar, plots, recommendation, report.html.
+
+Everything here reads the results document made by :func:`imgbench.compare.run`
+(the same one saved as results.json), so a report can be rebuilt from a saved
+file. The HTML report is one self-contained file: plots are inline SVG drawn by
+matplotlib's Agg/SVG backend, styles inline, no scripts and no network.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+#: Figures closer than this (relative) are called a tie: this is a noisy machine.
+TIE = 0.10
+
+
+# ------------------------------------------------------------------ helpers
+def ok_runs(results: dict[str, Any], dataset: str | None = None) -> list[dict[str, Any]]:
+    return [
+        r for r in results["runs"]
+        if r["status"] == "ok" and (dataset is None or r["dataset"] == dataset)
+    ]
+
+
+def setting(run: dict[str, Any]) -> str:
+    return f"{run['backend']}/{run['compression']}"
+
+
+def largest(results: dict[str, Any], dataset: str) -> list[dict[str, Any]]:
+    """Runs of ``dataset`` at its largest image count (what the summary speaks about)."""
+    runs = ok_runs(results, dataset)
+    if not runs:
+        return []
+    top = max(r["count"] for r in runs)
+    return [r for r in runs if r["count"] == top]
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _spread(stats: dict[str, float] | None) -> str:
+    return "" if not stats or stats["n"] < 2 else f" ±{stats['spread'] * 50:.0f}%"
+
+
+def _median(run: dict[str, Any], key: str) -> float:
+    return run["stats"][key]["median"]
+
+
+def dataset_names(results: dict[str, Any]) -> list[str]:
+    return [d["name"] for d in results["datasets"]]
+
+
+# ------------------------------------------------------------ recommendation
+def _ratio_text(a: float, b: float) -> str:
+    return f"{b / a:.1f}x" if a > 0 else "many times"
+
+
+def recommend(results: dict[str, Any]) -> dict[str, list[str]]:
+    """Plain-language findings per dataset, derived from the medians at the largest count."""
+    out: dict[str, list[str]] = {}
+    for name in dataset_names(results):
+        runs = largest(results, name)
+        if not runs:
+            out[name] = ["no setting could store these images (see the notes)"]
+            continue
+        n = runs[0]["count"]
+        lines = []
+
+        def best(key: str, what: str, per_image: bool = False) -> dict[str, Any]:
+            ranked = sorted(runs, key=lambda r: _median(r, key))
+            first = ranked[0]
+            ties = [r for r in ranked[1:] if _median(r, key) <= _median(first, key) * (1 + TIE)]
+            value = _median(first, key)
+            shown = fmt_time(value / first["random_reads"]) + " per image" if per_image else fmt_time(value)
+            text = f"{what}: {setting(first)} ({shown} for {n} images"
+            if per_image:
+                text = f"{what}: {setting(first)} ({shown}"
+            if len(ranked) > 1 and not ties:
+                second = ranked[1]
+                text += f", {_ratio_text(value, _median(second, key))} faster than the runner-up {setting(second)})"
+            elif ties:
+                text += f"; within {TIE:.0%} of it, i.e. a tie on this noisy machine: "
+                text += ", ".join(setting(r) for r in ties) + ")"
+            else:
+                text += ")"
+            lines.append(text)
+            return first
+
+        fast_read = best("read_s", "Fastest to read all")
+        fast_write = best("write_s", "Fastest to write")
+        best("random_s", "Fastest random access", per_image=True)
+        by_size = sorted(runs, key=lambda r: r["disk"]["allocated"])
+        small = by_size[0]
+        raw = small["raw_bytes"]
+        lines.append(
+            f"Smallest on disk: {setting(small)} ({fmt_bytes(small['disk']['allocated'])}, "
+            f"{small['disk']['allocated'] / raw:.0%} of the {fmt_bytes(raw)} of raw pixels)"
+        )
+        # Trade-offs: what the smallest costs in speed, what the fastest costs in space.
+        if setting(small) != setting(fast_read):
+            slower = _median(small, "read_s") / _median(fast_read, "read_s")
+            bigger = fast_read["disk"]["allocated"] / small["disk"]["allocated"]
+            lines.append(
+                f"Trade-off: {setting(small)} saves {1 - 1 / bigger:.0%} of the space of {setting(fast_read)} "
+                f"but reads {slower:.1f}x slower" if slower > 1 + TIE else
+                f"Trade-off: none worth paying: {setting(small)} is smallest and reads about as fast as "
+                f"{setting(fast_read)}"
+            )
+        else:
+            lines.append(f"No trade-off here: {setting(small)} is both the smallest and the fastest to read.")
+        many = [r for r in runs if r["disk"]["files"] >= n]
+        if many:
+            names = ", ".join(sorted({setting(r) for r in many}))
+            lines.append(
+                f"Files: {names} keep one file per image ({many[0]['disk']['files']} files here); at millions "
+                "of images that means inodes, slow listings and slow copies. The others keep a handful of files."
+            )
+        if fast_read["backend"] == fast_write["backend"]:
+            lines.append(f"Overall for these images: {fast_read['backend']} (fastest both to write and to read).")
+        bad = [r for r in ok_runs(results, name) if not r["exact"]]
+        if bad:
+            lines.append("WARNING: read-back differed from what was written for " +
+                         ", ".join(sorted({f'{setting(r)} x{r['count']}' for r in bad})))
+        out[name] = lines
+    return out
+
+
+# ------------------------------------------------------------------ terminal
+def summary_table(results: dict[str, Any], dataset: str):
+    """A rich Table of one dataset at its largest count."""
+    from rich.table import Table
+
+    runs = largest(results, dataset)
+    n = runs[0]["count"] if runs else 0
+    table = Table(title=f"{dataset}: {n} images, medians of {results['config']['repeats']} "
+                        f"({results['config']['cache']} cache)", title_justify="left")
+    for col, justify in (("backend", "left"), ("compression", "left"), ("write", "right"), ("read all", "right"),
+                         ("random read", "right"), ("on disk", "right"), ("vs raw", "right"), ("files", "right"),
+                         ("peak mem (write/read)", "right"), ("exact", "center")):
+        table.add_column(col, justify=justify)
+    for r in sorted(runs, key=lambda r: _median(r, "read_s")):
+        st, d = r["stats"], r["derived"]
+        mem = r.get("peak_memory") or {}
+        table.add_row(
+            r["backend"], r["compression"],
+            fmt_time(st["write_s"]["median"]) + _spread(st["write_s"]),
+            fmt_time(st["read_s"]["median"]) + _spread(st["read_s"]),
+            f"{d['random_latency_us']:.0f} µs/img",
+            fmt_bytes(r["disk"]["allocated"]),
+            f"{d['size_ratio']:.0%}",
+            str(r["disk"]["files"]),
+            f"{fmt_bytes(mem.get('write'))} / {fmt_bytes(mem.get('read'))}",
+            "yes" if r["exact"] else "[bold red]NO[/]",
+        )
+    return table
+
+
+def print_summary(results: dict[str, Any], console=None, out_dir: str | os.PathLike | None = None) -> None:
+    """Tables and findings for the terminal."""
+    from rich.console import Console
+
+    console = console or Console()
+    advice = recommend(results)
+    for name in dataset_names(results):
+        console.print(summary_table(results, name))
+        for line in advice.get(name, []):
+            console.print(f"  • {line}", highlight=False)
+        console.print()
+    skipped = [r for r in results["runs"] if r["status"] != "ok"]
+    for r in {(r["backend"], r["compression"], r["dataset"]): r for r in skipped}.values():
+        console.print(f"[yellow]n/a[/] {r['dataset']} {setting(r)}: {r['reason']}", highlight=False)
+    for note in results.get("notes", []):
+        console.print(f"[yellow]note[/] {note}", highlight=False)
+    if out_dir is not None:
+        console.print(f"Report: {Path(out_dir) / 'report.html'}   raw figures: {Path(out_dir) / 'results.json'}",
+                      highlight=False)
+
+
+@contextmanager
+def progress_bar(total: int, enabled: bool = True) -> Iterator[Any]:
+    """A rich progress bar; yields the ``progress(advance, description)`` callback compare.run takes."""
+    if not enabled:
+        yield lambda advance, text: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[progress.description]{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), transient=False,
+    ) as bar:
+        task = bar.add_task("measuring", total=total)
+
+        def update(advance: int, text: str) -> None:
+            if text:
+                bar.update(task, description=text[:40])
+            if advance:
+                bar.advance(task, advance)
+
+        yield update
+        bar.update(task, description="done")
+
+
+# --------------------------------------------------------------------- plots
+def _colours(settings: list[str]) -> dict[str, tuple[str, str, str]]:
+    """One colour per backend, a line style per compression (solid = backend default)."""
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "D"]
+    backends = list(dict.fromkeys(s.split("/")[0] for s in settings))
+    seen: dict[str, int] = {}
+    out = {}
+    for s in settings:
+        b = s.split("/")[0]
+        k = seen.get(b, 0)
+        seen[b] = k + 1
+        out[s] = (palette[backends.index(b) % len(palette)], styles[k % len(styles)], markers[k % len(markers)])
+    return out
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _series(runs: list[dict[str, Any]], key: str) -> dict[str, list[tuple[int, float, float, float]]]:
+    out: dict[str, list[tuple[int, float, float, float]]] = {}
+    for r in sorted(runs, key=lambda r: r["count"]):
+        if key == "bytes":
+            v = float(r["disk"]["allocated"])
+            point = (r["count"], v, v, v)
+        else:
+            st = r["stats"][key]
+            point = (r["count"], st["median"], st["min"], st["max"])
+        out.setdefault(setting(r), []).append(point)
+    return out
+
+
+def plot_vs_count(results: dict[str, Any], dataset: str, key: str, ylabel: str, title: str) -> str:
+    """Log-log plot of a figure against image count, one line per setting, min..max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = ok_runs(results, dataset)
+    series = _series(runs, key)
+    style = _colours(list(series))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, points in series.items():
+        colour, line, marker = style[name]
+        xs = [p[0] for p in points]
+        ax.plot(xs, [p[1] for p in points], line, marker=marker, color=colour, label=name, lw=1.6, ms=4)
+        if key != "bytes" and len(points) > 0:
+            ax.fill_between(xs, [p[2] for p in points], [p[3] for p in points], color=colour, alpha=0.15, lw=0)
+    if key == "bytes":
+        raw = sorted({(r["count"], r["raw_bytes"]) for r in runs})
+        ax.plot([c for c, _ in raw], [b for _, b in raw], color="black", lw=1, ls=(0, (1, 2)), label="raw pixels")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("number of images")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, frameon=False)
+    return _svg(fig)
+
+
+def plot_throughput(results: dict[str, Any], dataset: str) -> str:
+    """Bars of write / read-all throughput (MB/s of raw pixels) at the largest count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    runs = sorted(largest(results, dataset), key=setting)
+    names = [setting(r) for r in runs]
+    write = [r["derived"]["write_MB_per_s"] or 0 for r in runs]
+    read = [r["derived"]["read_MB_per_s"] or 0 for r in runs]
+    y = np.arange(len(runs))
+    fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(runs) + 1.4))
+    ax.barh(y - 0.2, write, height=0.38, color="#ff7f0e", label="write")
+    ax.barh(y + 0.2, read, height=0.38, color="#1f77b4", label="read all")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("MB/s of raw pixels (log scale)")
+    n = runs[0]["count"] if runs else 0
+    ax.set_title(f"Throughput at {n} images", fontsize=11)
+    ax.grid(True, axis="x", which="both", alpha=0.25)
+    ax.legend(fontsize=8, frameon=False)
+    return _svg(fig)
+
+
+# ---------------------------------------------------------------------- HTML
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
+table{border-collapse:collapse;margin:.8rem 0;font-size:.88rem}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}th{background:#f4f4f4}
+td.l,th.l{text-align:left}.bad{color:#b00;font-weight:bold}.muted{color:#666;font-size:.85rem}
+.plots{display:flex;flex-wrap:wrap;gap:1rem}.plot{flex:1 1 480px;min-width:320px}.plot svg{width:100%;height:auto}
+ul.advice li{margin:.3rem 0}code{background:#f4f4f4;padding:0 .2rem}
+"""
+
+
+def _table_html(runs: list[dict[str, Any]]) -> str:
+    head = ("dataset", "images", "backend", "compression", "write", "read all", "random read", "write MB/s",
+            "read MB/s", "on disk (allocated)", "apparent", "vs raw", "files", "peak mem write", "peak mem read",
+            "exact")
+    rows = ["<tr>" + "".join(f"<th{' class=l' if i < 4 else ''}>{h}</th>" for i, h in enumerate(head)) + "</tr>"]
+    for r in sorted(runs, key=lambda r: (r["dataset"], r["count"], setting(r))):
+        st, d, mem = r["stats"], r["derived"], r.get("peak_memory") or {}
+        cells = [
+            r["dataset"], str(r["count"]), r["backend"], r["compression"],
+            fmt_time(st["write_s"]["median"]) + _spread(st["write_s"]),
+            fmt_time(st["read_s"]["median"]) + _spread(st["read_s"]),
+            f"{d['random_latency_us']:.0f} µs/img",
+            f"{d['write_MB_per_s']:.1f}", f"{d['read_MB_per_s']:.1f}",
+            fmt_bytes(r["disk"]["allocated"]), fmt_bytes(r["disk"]["apparent"]), f"{d['size_ratio']:.0%}",
+            str(r["disk"]["files"]), fmt_bytes(mem.get("write")), fmt_bytes(mem.get("read")),
+        ]
+        tds = "".join(f"<td{' class=l' if i < 4 else ''}>{html.escape(c)}</td>" for i, c in enumerate(cells))
+        tds += "<td>yes</td>" if r["exact"] else "<td class=bad>NO</td>"
+        rows.append(f"<tr>{tds}</tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _kv_table(mapping: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><th class=l>{html.escape(str(k))}</th><td class=l>{html.escape(str(v))}</td></tr>"
+        for k, v in mapping.items() if v is not None
+    )
+    return f"<table>{rows}</table>"
+
+
+def render_html(results: dict[str, Any]) -> str:
+    """The whole report as one self-contained HTML string."""
+    esc = html.escape
+    cfg = results["config"]
+    parts = [
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        "<meta name=viewport content='width=device-width, initial-scale=1'>",
+        "<title>imgbench compare report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Which way of storing images is fastest and smallest on this machine?</h1>",
+        f"<p class=muted>imgbench {esc(results['versions'].get('imgbench') or '')}, measured "
+        f"{esc(results['created'])} on {esc(str(results['machine'].get('cpu')))} "
+        f"({results['machine'].get('cores')} cores), {esc(cfg['cache'])} page cache, "
+        f"medians of {cfg['repeats']} interleaved repeats; ± is half the min–max spread. "
+        f"The run took {results['elapsed_s']:.0f} s.</p>",
+        "<h2>Recommendation</h2>",
+    ]
+    advice = recommend(results)
+    for ds in results["datasets"]:
+        parts.append(f"<h3>{esc(ds['name'])} <span class=muted>— {esc(ds['about'])}</span></h3>")
+        parts.append("<ul class=advice>" + "".join(f"<li>{esc(line)}</li>" for line in advice.get(ds["name"], []))
+                     + "</ul>")
+    for ds in results["datasets"]:
+        name = ds["name"]
+        if not ok_runs(results, name):
+            continue
+        parts.append(f"<h2>{esc(name)}: figures</h2>")
+        parts.append(f"<p class=muted>{esc(ds['about'])}; counts {', '.join(map(str, ds['counts']))}; shapes: "
+                     + esc(", ".join(f"{k} ({v})" for k, v in ds["shapes"].items())) + "</p>")
+        plots = [
+            plot_vs_count(results, name, "write_s", "seconds (log)", "Write time vs number of images"),
+            plot_vs_count(results, name, "read_s", "seconds (log)", "Read-all time vs number of images"),
+            plot_vs_count(results, name, "random_s",
+                          f"seconds for {min(r['random_reads'] for r in ok_runs(results, name))}+ random reads (log)",
+                          "Random reads vs number of images"),
+            plot_vs_count(results, name, "bytes", "bytes allocated on disk (log)", "Bytes on disk vs number of images"),
+            plot_throughput(results, name),
+        ]
+        parts.append("<div class=plots>" + "".join(f"<div class=plot>{svg}</div>" for svg in plots) + "</div>")
+        parts.append(_table_html(ok_runs(results, name)))
+    skipped = [r for r in results["runs"] if r["status"] != "ok"]
+    notes = list(results.get("notes", []))
+    notes += sorted({f"{r['dataset']} {setting(r)} not measured: {r['reason']}" for r in skipped})
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    parts.append("<h2>How this was measured</h2>")
+    parts.append(_kv_table({k: (v if not isinstance(v, dict) else v.get("detail")) for k, v in results["method"].items()}))
+    parts.append("<h2>Machine and versions</h2>")
+    parts.append("<div class=plots><div>" + _kv_table(results["machine"]) + "</div><div>"
+                 + _kv_table(results["versions"]) + "</div></div>")
+    parts.append("<p class=muted>All raw figures (every repeat) are in <code>results.json</code> next to this file."
+                 "</p></body></html>")
+    return "\n".join(parts)
+
+
+def write(results: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write results.json and report.html into ``out_dir``; return their paths."""
+    out = Path(os.fspath(out_dir)).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "results.json"
+    html_path = out / "report.html"
+    json_path.write_text(json.dumps(results, indent=1, default=_jsonable, allow_nan=False) + "\n", encoding="utf-8")
+    html_path.write_text(render_html(results), encoding="utf-8")
+    return {"json": json_path, "html": html_path}
+
+
+def _jsonable(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in results.json")
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a results.json back (to re-render a report)."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
