@@ -93,6 +93,9 @@ class RawCodec(Codec):
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: deflate cannot expand data more than ~1032:1, so a PNG claiming more is a lie.
+_DEFLATE_MAX_RATIO = 1040
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 #: PNG colour type -> channel count.
 _PNG_CHANNELS = {0: 1, 4: 2, 2: 3, 6: 4}
 
@@ -121,10 +124,17 @@ class PngCodec(Codec):
         import imagecodecs
 
         data = bytes(data) if not isinstance(data, (bytes, bytearray)) else data
-        if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        if len(data) < 45 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
             raise CorruptStoreError("stored PNG has no valid signature/header")
+        if data[-12:] != _PNG_END:
+            raise CorruptStoreError("stored PNG is truncated (no IEND chunk at its end)")
         width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
         channels = shape[2] if len(shape) == 3 else 1
+        if _nbytes(dtype, shape) > _DEFLATE_MAX_RATIO * len(data) + 4096:
+            raise CorruptStoreError(
+                f"stored PNG of {len(data)} bytes claims {_nbytes(dtype, shape)} decoded bytes, more than "
+                "deflate can produce: damaged, or a decompression bomb"
+            )
         if (
             (height, width) != tuple(shape[:2])
             or depth != 8 * np.dtype(dtype).itemsize

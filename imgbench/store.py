@@ -614,10 +614,10 @@ class Store:
         return self.name
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"mode={self.mode!r}"
+        state = "closed" if getattr(self, "_closed", True) else f"mode={self.mode!r}"
         return (
-            f"<imgbench {self.name} store {str(self.path)!r} {state} images={self._count} "
-            f"compression={self.compression!r}>"
+            f"<imgbench {self.name} store {str(getattr(self, 'path', '?'))!r} {state} "
+            f"images={getattr(self, '_count', '?')} compression={getattr(self, 'compression', '?')!r}>"
         )
 
     # -------------------------------------------------------------- pickle

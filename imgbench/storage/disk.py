@@ -230,11 +230,14 @@ class DiskStore(Store):
         idx = indices.tolist()
         kinds = {(self._dtypes[i], tuple(self._shapes[i])) for i in set(idx)} if not self._uniform else None
         if self._uniform or len(kinds) == 1:
-            dtype, shape = self._kind(idx[0])
-            out = np.empty((len(idx), *shape), dtype=dtype)
+            # Decode one image before allocating for all: a sidecar that lies about
+            # shapes is caught by the codec's checks, not by a huge allocation.
+            first = self._decode_file(idx[0])
+            out = np.empty((len(idx), *first.shape), dtype=first.dtype)
+            out[0] = first
 
             def fill(s: int, e: int) -> None:
-                for j in range(s, e):
+                for j in range(max(s, 1), e):
                     out[j] = self._decode_file(idx[j])
 
             parallel.map_chunks(fill, len(idx), self.options["threads"])

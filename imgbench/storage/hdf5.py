@@ -15,7 +15,8 @@ Layout (one file, readable with plain h5py; zstd needs ``import hdf5plugin``):
 - ``labels`` (int64, N) when the store is labelled.
 
 Compression is an HDF5 filter on the chunks: ``gzip`` (level 0-9), ``lzf``,
-``zstd`` (hdf5plugin, level 1-22). Uncompressed data uses ~1 MiB chunks, read
+``zstd`` (hdf5plugin, level 1-22), each with a Fletcher-32 checksum per chunk
+so a damaged chunk is an error, not wrong pixels. Uncompressed data uses ~1 MiB chunks, read
 with the chunk cache off so that one image costs one small direct read and the
 whole store one pass at memory speed (HDF5 allocates whole chunks, so at most
 1 MiB is unused); compressed data uses small chunks (~16 KiB or one image) so
@@ -30,6 +31,7 @@ session. One appender at a time (a second gets StoreLockedError).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +112,7 @@ class HDF5Store(Store):
             return h5py.File(target, mode, **kw)
         except OSError as exc:
             text = str(exc)
-            if "lock" in text.lower():
+            if "unable to lock" in text.lower() or "locking" in text.lower():
                 raise ImgbenchError(
                     f"cannot open {target}: HDF5 file locking refused it ({text}); another program has it open "
                     "for writing, or the filesystem has no locks (NFS: pass locking=False or set "
@@ -201,12 +203,17 @@ class HDF5Store(Store):
 
     # ------------------------------------------------------------ writing
     def _filter(self) -> dict[str, Any]:
+        """Compression filter plus a Fletcher-32 checksum per chunk, so damage is an error.
+
+        Uncompressed data goes without: a checksum would force whole-chunk reads
+        and cost random access its speed.
+        """
         if self.compression == "gzip":
-            return {"compression": "gzip", "compression_opts": self.level}
+            return {"compression": "gzip", "compression_opts": self.level, "fletcher32": True}
         if self.compression == "lzf":
-            return {"compression": "lzf"}
+            return {"compression": "lzf", "fletcher32": True}
         if self.compression == "zstd":
-            return dict(hdf5plugin.Zstd(clevel=self.level))
+            return {**hdf5plugin.Zstd(clevel=self.level), "fletcher32": True}
         return {}
 
     def _create_uniform(self, f: h5py.File, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -232,12 +239,52 @@ class HDF5Store(Store):
         ds.resize(n + len(rows), axis=0)
         ds[n:] = rows
 
-    def _write(self, images, labels, start) -> None:
+    def _discard_writes(self) -> None:
+        """Send every further write of the file being written to /dev/null.
+
+        Used once that file is doomed (a write failed, or it is being discarded).
+        After a failed write (full disk, file-size limit) HDF5 cannot close the
+        objects of the file and crashes at interpreter exit closing them again;
+        with writes that succeed (into /dev/null) everything closes cleanly. The
+        file is a temporary in every writing mode, so nothing of value is lost.
+        """
         try:
+            fd = self._file.id.get_vfd_handle()
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+        except Exception:
+            pass
+
+    def _reserve(self, nbytes: int) -> None:
+        """Allocate ``nbytes`` past the end of the file before HDF5 writes into it.
+
+        HDF5 does not survive a failed write (its objects can no longer be closed
+        and it crashes at exit), so a full disk or file-size limit must be met
+        here, in our code, before HDF5 is handed anything.
+        """
+        fd = self._file.id.get_vfd_handle()
+        size = os.fstat(fd).st_size
+        try:
+            os.posix_fallocate(fd, size, int(nbytes))
+        except OSError as exc:
+            raise ImgbenchError(
+                f"cannot write to {self.path}: {exc.strerror} while reserving {int(nbytes)} bytes "
+                "(disk full or file-size limit); the store was left as it was"
+            ) from None
+
+    def _write(self, images, labels, start) -> None:
+        nbytes = images.nbytes if isinstance(images, np.ndarray) else sum(im.nbytes for im in images)
+        try:
+            self._reserve(nbytes * 1.1 + (2 << 20))
             self._write_h5(images, labels, start)
         except ImgbenchError:
+            self._discard_writes()
             raise
         except _H5_ERRORS as exc:
+            self._discard_writes()
             raise ImgbenchError(f"writing to {self.path} failed: {exc}") from exc
 
     def _write_h5(self, images, labels, start) -> None:
@@ -304,6 +351,14 @@ class HDF5Store(Store):
         self._layout = "ragged"
 
     def _flush(self, meta) -> None:
+        try:
+            self._reserve((4 << 20) + os.fstat(self._file.id.get_vfd_handle()).st_size // 100)
+            self._flush_h5(meta)
+        except _H5_ERRORS as exc:
+            self._discard_writes()
+            raise ImgbenchError(f"writing to {self.path} failed: {exc}") from exc
+
+    def _flush_h5(self, meta) -> None:
         f = self._file
         meta = dict(meta)
         attrs = meta.pop("attrs")
@@ -315,11 +370,16 @@ class HDF5Store(Store):
         f.flush()
 
     def _close_writer(self, commit: bool) -> None:
-        if self._file is not None:
+        if self._file is None:
+            return
+        if not commit:
+            self._discard_writes()
+        try:
             self._file.close()
+        finally:
             self._file = None
-            if commit and self.options["sync"] and self._target is not None:
-                atomic.fsync_path(self._target)
+        if commit and self.options["sync"] and self._target is not None:
+            atomic.fsync_path(self._target)
 
     # ------------------------------------------------------------ reading
     def _close_reader(self) -> None:
@@ -333,12 +393,16 @@ class HDF5Store(Store):
         self._file, self._datasets = None, {}
         return handles
 
-    def _ragged_one(self, i: int, offsets: np.ndarray, shapes: np.ndarray, codes: np.ndarray, blob) -> np.ndarray:
+    def _ragged_one(
+        self, i: int, offsets: np.ndarray, shapes: np.ndarray, codes: np.ndarray, blob, index: int | None = None
+    ) -> np.ndarray:
+        """Image ``i`` of the given index arrays (``index`` is its number in the store, for messages)."""
+        index = i if index is None else index
         dims = tuple(int(d) for d in shapes[i] if d)
         dtype = dtype_from_code(codes[i].decode("ascii", "replace"))
         size = int(offsets[i + 1] - offsets[i])
         if len(dims) not in (2, 3) or int(np.prod(dims)) * dtype.itemsize != size:
-            raise CorruptStoreError(f"{self.path}: image {i} has shape {dims} {dtype} but {size} stored bytes")
+            raise CorruptStoreError(f"{self.path}: image {index} has shape {dims} {dtype} but {size} stored bytes")
         raw = blob(int(offsets[i]), int(offsets[i + 1]))
         return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(dims)
 
@@ -358,7 +422,7 @@ class HDF5Store(Store):
             data = self._ds("data")
             return self._ragged_one(
                 0, off - off[0], self._ds("shapes")[index : index + 1], self._ds("dtypes")[index : index + 1],
-                lambda s, e: data[off[0] + s : off[0] + e].tobytes(),
+                lambda s, e: data[off[0] + s : off[0] + e].tobytes(), index,
             )
 
         return self._read(read)
