@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -258,22 +259,29 @@ class HDF5Store(Store):
         except Exception:
             pass
 
-    def _reserve(self, nbytes: int) -> None:
-        """Allocate ``nbytes`` past the end of the file before HDF5 writes into it.
+    def _reserve(self, nbytes: float) -> None:
+        """Refuse a write that would not fit, before HDF5 is handed anything.
 
-        HDF5 does not survive a failed write (its objects can no longer be closed
-        and it crashes at exit), so a full disk or file-size limit must be met
-        here, in our code, before HDF5 is handed anything.
+        HDF5 does not survive a failed write (its objects can no longer be
+        closed and it crashes at exit), so a full disk or the file-size limit
+        must be met here, in our code. Checked: free space on the filesystem and
+        RLIMIT_FSIZE, with margin. (Reserving with fallocate would be race-free
+        but leaves the reservation in the file: HDF5 does not truncate to its
+        end of data.) Another process filling the disk in between can still
+        beat the check.
         """
+        nbytes = int(nbytes)
         fd = self._file.id.get_vfd_handle()
         size = os.fstat(fd).st_size
-        try:
-            os.posix_fallocate(fd, size, int(nbytes))
-        except OSError as exc:
+        vfs = os.fstatvfs(fd)
+        free = vfs.f_bavail * vfs.f_frsize
+        soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if nbytes > free or (soft != resource.RLIM_INFINITY and size + nbytes > soft):
+            reason = "the disk is full" if nbytes > free else f"the file-size limit ({soft} bytes) would be exceeded"
             raise ImgbenchError(
-                f"cannot write to {self.path}: {exc.strerror} while reserving {int(nbytes)} bytes "
-                "(disk full or file-size limit); the store was left as it was"
-            ) from None
+                f"cannot write to {self.path}: {reason} ({nbytes} more bytes needed, {free} free); "
+                "the store was left as it was"
+            )
 
     def _write(self, images, labels, start) -> None:
         nbytes = images.nbytes if isinstance(images, np.ndarray) else sum(im.nbytes for im in images)
