@@ -110,8 +110,8 @@ class PngCodec(Codec):
     name = "png"
     suffix = ".png"
     levels = (0, 9)
-    #: zlib level 1: on photo-like and CT-like images it is within 1% of level 6 in
-    #: size at a third of the time (same default as OpenCV).
+    #: zlib level 1 (as OpenCV): on the built-in photo-like and CT-like images level 6
+    #: saved 0-3% of the bytes for 1.1-6x the encode time.
     default_level = 1
     dtypes = _UNSIGNED
 

@@ -33,6 +33,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode", ["w", "x", "a"])
 def test_file_size_limit(tmp_path, backend, mode):

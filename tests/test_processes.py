@@ -130,6 +130,7 @@ def run_and_kill(path, backend, mode, start, n, delay):
     return "closed" in out, time.perf_counter() - t0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode", ["w", "x", "a"])
 def test_writer_killed_at_random_points(tmp_path, backend, mode):
