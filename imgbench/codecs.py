@@ -10,6 +10,7 @@ Containers with their own compression filters (HDF5) do not use this module.
 
 from __future__ import annotations
 
+import math
 import struct
 import threading
 from typing import ClassVar
@@ -65,7 +66,7 @@ class Codec:
 
 
 def _nbytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return math.prod(shape) * np.dtype(dtype).itemsize
 
 
 def _le(dtype: np.dtype) -> np.dtype:
@@ -148,7 +149,7 @@ class PngCodec(Codec):
             image = imagecodecs.png_decode(data)
         except Exception as exc:
             raise CorruptStoreError(f"stored PNG does not decode: {exc}") from None
-        if image.dtype != dtype or image.size != int(np.prod(shape)):
+        if image.dtype != dtype or image.size != math.prod(shape):
             raise CorruptStoreError(f"stored PNG decoded to {image.shape} {image.dtype}, expected {shape} {dtype}")
         return np.ascontiguousarray(image).reshape(shape)
 

@@ -87,8 +87,9 @@ class DiskStore(Store):
     def _suffix(self) -> str:
         return codecs.CODECS[self.compression].suffix
 
-    def _file(self, index: int) -> Path:
-        return self._dir / f"{index:08d}{self._suffix()}"
+    def _file(self, index: int) -> str:
+        # A plain string: pathlib costs more than decoding a small PNG.
+        return f"{self._dir}{os.sep}{index:08d}{self._suffix()}"
 
     # ------------------------------------------------------------ opening
     def _load(self, directory: Path) -> dict[str, Any]:
@@ -205,12 +206,15 @@ class DiskStore(Store):
         return None  # plain files, opened per read
 
     def _kind(self, index: int) -> tuple[np.dtype, tuple[int, ...]]:
+        if self._uniform:
+            return self._uniform[1], self._uniform[0]
         return self._dtypes[index], tuple(int(d) for d in self._shapes[index] if d)
 
     def _decode_file(self, index: int) -> np.ndarray:
         path = self._file(index)
         try:
-            data = path.read_bytes()
+            with open(path, "rb", buffering=0) as f:
+                data = f.read()
         except FileNotFoundError:
             raise CorruptStoreError(f"image {index} is missing: {path} does not exist") from None
         except IsADirectoryError:
@@ -221,7 +225,7 @@ class DiskStore(Store):
         try:
             return codecs.CODECS[self.compression].decode(data, dtype, shape)
         except CorruptStoreError as exc:
-            raise CorruptStoreError(f"image {index} ({path.name}): {exc}") from None
+            raise CorruptStoreError(f"image {index} ({os.path.basename(path)}): {exc}") from None
 
     def _get(self, index: int) -> np.ndarray:
         return self._decode_file(index)
