@@ -225,3 +225,21 @@ def test_stale_temporaries_of_dead_writers_are_cleaned(tmp_path, backend):
     assert len(siblings(path)) == 1 and not os.path.lexists(path)
     make(path, backend)
     assert siblings(path) == []
+
+
+def test_reader_keeps_reading_the_store_it_opened_or_fails(tmp_path, backend):
+    """A `w` that replaces a store under an open reader never feeds it the new store's pixels."""
+    path = store_path(tmp_path, backend)
+    old = make(path, backend, n=5, seed=0)
+    reader = imgbench.open(path)
+    assert same(reader[0], old[0])
+    new = make(path, backend, n=5, seed=100)
+    assert snapshot(path)[1][0] == new[0].tobytes()
+    for i in range(5):
+        try:
+            image = reader[i]
+        except imgbench.CorruptStoreError as exc:
+            assert "replaced" in str(exc) or "missing" in str(exc)
+        else:
+            assert same(image, old[i]), "an open reader returned pixels of the store that replaced it"
+    reader.close()

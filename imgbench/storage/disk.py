@@ -75,6 +75,7 @@ class DiskStore(Store):
 
     def _init_handles(self) -> None:
         self._dir: Path | None = None
+        self._dirfd: int | None = None  # readers open images relative to the directory they opened
         self._shapes = np.zeros((0, 3), np.int64)  # 0 in the third column for 2-D images
         self._dtypes: list[np.dtype] = []
         self._image_labels = np.zeros(0, np.int64)
@@ -138,8 +139,16 @@ class DiskStore(Store):
         return meta
 
     def _open_reader(self) -> dict[str, Any]:
+        # Holding the directory keeps this reader on the store it opened: if a
+        # writer swaps a new store in at the same path, our reads fail (the old
+        # files are deleted) instead of returning the new store's pixels.
         self._dir = self.path
-        return self._load(self.path)
+        self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return self._load(self.path)
+        except BaseException:
+            self._close_reader()
+            raise
 
     def _open_appender(self, target: Path) -> dict[str, Any]:
         self._dir = target
@@ -200,10 +209,13 @@ class DiskStore(Store):
 
     # ------------------------------------------------------------ reading
     def _close_reader(self) -> None:
-        pass
+        if self._dirfd is not None:
+            os.close(self._dirfd)
+            self._dirfd = None
 
     def _reader_handles(self) -> Any:
-        return None  # plain files, opened per read
+        fd, self._dirfd = self._dirfd, None
+        return fd  # an inherited descriptor: left open, the parent still uses it
 
     def _kind(self, index: int) -> tuple[np.dtype, tuple[int, ...]]:
         if self._uniform:
@@ -213,10 +225,14 @@ class DiskStore(Store):
     def _decode_file(self, index: int) -> np.ndarray:
         path = self._file(index)
         try:
-            with open(path, "rb", buffering=0) as f:
+            fd = os.open(os.path.basename(path), os.O_RDONLY, dir_fd=self._dirfd) if self._dirfd is not None \
+                else os.open(path, os.O_RDONLY)
+            with open(fd, "rb", buffering=0) as f:
                 data = f.read()
         except FileNotFoundError:
-            raise CorruptStoreError(f"image {index} is missing: {path} does not exist") from None
+            raise CorruptStoreError(
+                f"image {index} is missing: {path} does not exist (damaged, or the store was replaced)"
+            ) from None
         except IsADirectoryError:
             raise CorruptStoreError(f"image {index}: {path} is a directory") from None
         dtype, shape = self._kind(index)
