@@ -22,6 +22,7 @@ imgbench also locks the directory so a second appender gets a clear error.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from itertools import islice
@@ -380,38 +381,47 @@ class LMDBStore(Store):
 
         return stack_if_uniform(images)
 
+    def _check_keys(self, txn: lmdb.Transaction, cursor: lmdb.Cursor) -> None:
+        """Keys are exactly 0..n-1: n unique sorted 8-byte keys from 0 to n-1 (O(1), no scan)."""
+        n = self._count
+        entries = txn.stat(self._db)["entries"]
+        first = cursor.key() if cursor.first() else None
+        last = cursor.key() if cursor.last() else None
+        if entries != n or bytes(first or b"") != _key(0) or bytes(last or b"") != _key(n - 1):
+            raise CorruptStoreError(
+                f"{self.path}: the images database holds {entries} keys, expected 0..{n - 1} (missing or foreign keys)"
+            )
+        cursor.first()
+
     def _get_all(self) -> np.ndarray | list[np.ndarray]:
         n = self._count
         with self._read_txn() as txn:
             cursor = txn.cursor(db=self._db)
-            if not cursor.set_key(_key(0)):
-                raise CorruptStoreError(f"{self.path}: image 0 is missing")
-            pairs = list(islice(cursor.iternext(keys=True, values=True), n))
-            if len(pairs) != n or b"".join(k for k, _ in pairs) != np.arange(n, dtype=">u8").tobytes():
-                raise CorruptStoreError(f"{self.path}: image keys are not 0..{n - 1} (missing or foreign keys)")
+            self._check_keys(txn, cursor)
+            values = islice(cursor.iternext(keys=False, values=True), n)
             if self._uniform and self.compression == "none":
+                # One cursor pass copying each payload straight into the output.
                 shape, dtype = self._uniform
-                hdr = np.frombuffer(_header(0, dtype, shape), dtype=np.uint8)
-                width = HEADER.size + int(np.prod(shape)) * dtype.itemsize
-                joined = b"".join(v for _, v in pairs)
-                if len(joined) != n * width:
-                    raise CorruptStoreError(f"{self.path}: some images have the wrong size")
-                rows = np.frombuffer(joined, dtype=np.uint8).reshape(n, width)
-                if not (rows[:, : HEADER.size] == hdr).all():
-                    bad = int(np.argmin((rows[:, : HEADER.size] == hdr).all(axis=1)))
-                    raise CorruptStoreError(f"{self.path}: image {bad} has a damaged or unexpected header")
+                hdr = _header(0, dtype, shape)
+                size = math.prod(shape) * dtype.itemsize
                 out = np.empty((n, *shape), dtype=dtype)
-                out.reshape(n, -1).view(np.uint8)[:] = rows[:, HEADER.size :]
+                dest = memoryview(out.reshape(-1).view(np.uint8))
+                offset = 0
+                for i, value in enumerate(values):
+                    if len(value) != HEADER.size + size or value[: HEADER.size] != hdr:
+                        raise CorruptStoreError(f"{self.path}: image {i} has a damaged header or the wrong size")
+                    dest[offset : offset + size] = value[HEADER.size :]
+                    offset += size
                 return out
             if self.compression == "none":
-                images = [self._decode(v, i) for i, (_, v) in enumerate(pairs)]
+                images = [self._decode(v, i) for i, v in enumerate(values)]
             else:
-                values = [bytes(v) for _, v in pairs]
+                raw = [bytes(v) for v in values]
         if self.compression != "none":
-            images = parallel.map_chunks(
-                lambda s, e: [self._decode(values[i], i) for i in range(s, e)], n, self.options["threads"]
+            parts = parallel.map_chunks(
+                lambda s, e: [self._decode(raw[i], i) for i in range(s, e)], n, self.options["threads"]
             )
-            images = [im for part in images for im in part]
+            images = [im for part in parts for im in part]
         from ..store import stack_if_uniform
 
         return stack_if_uniform(images)
