@@ -54,16 +54,92 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from . import compare, report
+
+    plan = compare.make_plan(
+        out=args.out, source=args.source, datasets_=args.datasets, counts=args.counts, backends=args.backends,
+        compressions=args.compressions, repeats=args.repeats, cache=args.cache, quick=args.quick,
+        random_reads=args.random_reads, workdir=args.workdir,
+    )
+    with report.progress_bar(plan.steps(), enabled=not args.quiet) as progress:
+        results = compare.run(plan, progress)
+    results["command"] = ["imgbench", *sys.argv[1:]] if args.argv is None else ["imgbench", *args.argv]
+    report.write(results, args.out)
+    report.print_summary(results, out_dir=args.out)
+    if not compare.all_exact(results):
+        print("imgbench: error: some stores did not read back what was written (see the report)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from . import convert, report
+
+    with report.file_progress("converting", enabled=not args.quiet) as (set_total, advance):
+        done = convert.convert(
+            args.src, args.dst, backend=args.backend, compression=args.compression, level=args.level,
+            overwrite=args.overwrite, progress=advance, total=set_total,
+        )
+    for warning in done.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    classes = f", {len(done.classes)} classes" if done.classes else ""
+    print(f"wrote {done.images} images{classes} to {done.dst} ({done.backend}, {done.compression})")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line (no usage block), like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imgbench", description="Store many images fast and safely; measure how.")
+    parser = _Parser(prog="imgbench", description="Store many images fast and safely; measure how.")
     parser.add_argument("--version", action="version", version=f"imgbench {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="write built-in images with every backend, read them back, compare sizes")
     demo.add_argument("--out", default="imgbench-demo", help="folder for the stores (default: %(default)s)")
     demo.add_argument("--count", type=int, default=2000, help="images per store (default: %(default)s)")
     demo.add_argument("--dataset", default="cifar", choices=["cifar", "ct"], help="built-in images")
     demo.set_defaults(func=_cmd_demo)
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="measure every backend on built-in or your own images; write report.html and results.json",
+        description="Write, read all and read at random with every backend and setting, at growing image "
+        "counts; check every read; print tables and write OUT/report.html and OUT/results.json.",
+    )
+    cmp_.add_argument("--source", metavar="DIR", help="your own images (PNG, JPEG, TIFF, DICOM) instead of built-in")
+    cmp_.add_argument("--out", metavar="DIR", default="imgbench-report",
+                      help="folder for report.html and results.json (default: %(default)s)")
+    cmp_.add_argument("--backends", nargs="+", metavar="NAME", help="backends to compare (default: all)")
+    cmp_.add_argument("--compressions", nargs="+", metavar="NAME",
+                      help="compressions to use where a backend offers them; 'default' = each backend's default "
+                      "(default: each backend's default and one compressed setting)")
+    cmp_.add_argument("--counts", nargs="+", metavar="N", help="image counts (default: 10, 100, ... within a budget)")
+    cmp_.add_argument("--datasets", "--shapes", dest="datasets", nargs="+", metavar="NAME[:HxW[xC]]",
+                      help="built-in datasets, e.g. cifar ct ct:256x256 cifar:64x64x3 (default: cifar ct)")
+    cmp_.add_argument("--repeats", type=int, help="timed repeats per measurement (default: 5; 1 with --quick)")
+    cmp_.add_argument("--cache", choices=["warm", "cold"], default="warm",
+                      help="read with the page cache warm, or evicted first (default: %(default)s)")
+    cmp_.add_argument("--random-reads", type=int, metavar="N", help="random reads per store (default: 1000)")
+    cmp_.add_argument("--workdir", metavar="DIR", help="where stores are written while measuring (default: --out)")
+    cmp_.add_argument("--quick", action="store_true", help="small counts, one repeat: a smoke test in seconds")
+    cmp_.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    cmp_.set_defaults(func=_cmd_compare)
+
+    conv = sub.add_parser("convert", help="copy a folder of images (or another store) into a store")
+    conv.add_argument("src", help="folder of images (sub-folders = classes) or an existing store")
+    conv.add_argument("dst", help="new store; the suffix may name the backend (.lmdb, .h5)")
+    conv.add_argument("--backend", help="backend of the new store (needed unless DST's suffix says it)")
+    conv.add_argument("--compression", help="compression of the new store (default: the backend's)")
+    conv.add_argument("--level", type=int, help="compression level, where the compression has one")
+    conv.add_argument("--overwrite", action="store_true", help="replace DST if it is an imgbench store")
+    conv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    conv.set_defaults(func=_cmd_convert)
 
     info = sub.add_parser("info", help="describe a store")
     info.add_argument("path")
@@ -81,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import ImgbenchError
 
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except ImgbenchError as exc:

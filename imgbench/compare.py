@@ -22,9 +22,10 @@ Method (what the figures mean, also written into results.json):
   read-all with ``tracemalloc`` -- memory above what was allocated before.
   Buffers inside C libraries (libpng, the HDF5 chunk cache) and memory-mapped
   pages (LMDB) are not counted.
-- Freshly allocated memory is slow to touch on many VMs; glibc is told to keep
-  and reuse freed memory (``mallopt``) so timings measure storage, not page
-  faults. results.json records whether that took effect.
+- Freshly allocated memory is slow to touch on many VMs; during the run glibc
+  is told to keep and reuse freed memory (``mallopt``), so timings measure
+  storage, not page faults; its defaults are restored afterwards.
+  results.json records whether that took effect.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -56,15 +56,17 @@ from .store import open as open_store
 
 #: schema of results.json; bump when its meaning changes
 RESULTS_VERSION = 1
-#: raw pixel bytes allowed in the largest store of a default run; with 4 passes of
-#: every backend x 2 settings this keeps ``imgbench compare`` near one minute on 2 cores.
+#: Default counts are 10, 100, 1000 while the largest store holds at most DEFAULT_BUDGET
+#: raw bytes: measured on 2 cores, this keeps a default ``imgbench compare`` (4 passes of
+#: every backend x 2 settings) near one minute. 10,000 CIFAR images doubles it: most of
+#: the time goes to creating and deleting 10,000 files per pass of the disk backend.
 DEFAULT_BUDGET = 64 << 20
-QUICK_BUDGET = 4 << 20
+QUICK_BUDGET = 8 << 20
 #: pixels read from a --source folder by default (user images are often large)
-SOURCE_BUDGET = 256 << 20
-MAX_DEFAULT_COUNT = 10_000
+SOURCE_BUDGET = 64 << 20
+MAX_DEFAULT_COUNT = 1_000
 QUICK_MAX_COUNT = 1_000
-DEFAULT_REPEATS = 3
+DEFAULT_REPEATS = 5
 DEFAULT_RANDOM_READS = 1_000
 #: preferred second ("compressed") setting when a backend offers it: the same fast
 #: codec everywhere makes the backends comparable; else the first non-default one.
@@ -196,7 +198,7 @@ def settings_for(backends: Sequence[str] | None = None, compressions: Sequence[s
         for name in chosen:
             comps = offered[name]
             default = comps[0]
-            others = [c for c in comps[1:]]
+            others = list(comps[1:])
             compressed = [c for c in others if c != "none"]
             if default != "none" and "none" in others:
                 second = "none"  # the default already compresses: compare with raw
@@ -296,28 +298,29 @@ def source_dataset(folder: str | os.PathLike, counts: Sequence[int] | None = Non
 
 
 # ----------------------------------------------------------------- machinery
-_ALLOCATOR: dict[str, Any] | None = None
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
-def tune_allocator() -> dict[str, Any]:
-    """Ask glibc to keep freed memory for reuse, so timed reads do not pay fresh page faults."""
-    global _ALLOCATOR
-    if _ALLOCATOR is not None:
-        return _ALLOCATOR
-    result: dict[str, Any] = {"mallopt": False}
+def _mallopt(trim: int, mmap_max: int) -> bool:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    return bool(libc.mallopt(_M_TRIM_THRESHOLD, trim) and libc.mallopt(_M_MMAP_MAX, mmap_max))
+
+
+def tune_allocator(on: bool = True) -> dict[str, Any]:
+    """Ask glibc to keep freed memory for reuse (``on``), or restore its defaults.
+
+    Freshly mapped memory is slow to touch on many VMs; without this a timed
+    read of a 30 MB array mostly measures page faults, not storage.
+    """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4
-        ok_trim = libc.mallopt(m_trim_threshold, 2**31 - 1)
-        ok_mmap = libc.mallopt(m_mmap_max, 0)
-        result = {
-            "mallopt": bool(ok_trim and ok_mmap),
-            "detail": "glibc M_MMAP_MAX=0 and M_TRIM_THRESHOLD=2 GiB: freed memory is reused, not unmapped",
-        }
+        ok = _mallopt(2**31 - 1, 0) if on else _mallopt(128 * 1024, 65536)
     except (OSError, AttributeError) as exc:
-        result["detail"] = f"not glibc ({exc}); freshly allocated memory may add page-fault time"
-    _ALLOCATOR = result
-    return result
+        return {"mallopt": False, "detail": f"not glibc ({exc}); freshly allocated memory may add page-fault time"}
+    return {
+        "mallopt": ok,
+        "detail": "glibc M_MMAP_MAX=0 and M_TRIM_THRESHOLD=2 GiB during the run: freed memory is reused, not unmapped"
+        if ok else "mallopt refused; freshly allocated memory may add page-fault time",
+    }
 
 
 def evict(path: str | os.PathLike) -> int:
@@ -434,7 +437,7 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
         raise CompareError("--repeats must be at least 1")
     if plan.cache not in ("warm", "cold"):
         raise CompareError(f"--cache is 'warm' or 'cold', not {plan.cache!r}")
-    allocator = tune_allocator()
+    allocator = tune_allocator(True)
     started = _dt.datetime.now(_dt.timezone.utc)
     t_start = time.perf_counter()
     own_workdir = plan.workdir is None
@@ -504,7 +507,7 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
                         step(1, "")
                 for cell in cells:
                     path = cell.pop("path")
-                    s = cell.pop("setting")
+                    cell.pop("setting")
                     if cell["status"] == "ok":
                         cell["disk"] = disk_usage(path)
                         cell["level"] = _level(path)
@@ -513,6 +516,8 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
                     rows.append(cell)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if allocator["mallopt"]:
+            tune_allocator(False)  # the rest of the process (a test suite, a notebook) keeps glibc's defaults
     return {
         "imgbench_results": RESULTS_VERSION,
         "created": started.isoformat(timespec="seconds"),
@@ -639,3 +644,61 @@ def versions() -> dict[str, str | None]:
     except ImportError:
         pass
     return out
+
+
+def make_plan(
+    *,
+    out: str | os.PathLike | None = None,
+    source: str | os.PathLike | None = None,
+    datasets_: Sequence[str] | None = None,
+    counts: Sequence[str | int] | None = None,
+    backends: Sequence[str] | None = None,
+    compressions: Sequence[str] | None = None,
+    repeats: int | None = None,
+    cache: str = "warm",
+    quick: bool = False,
+    random_reads: int | None = None,
+    workdir: str | os.PathLike | None = None,
+) -> Plan:
+    """Turn command-line choices into a :class:`Plan` (validating all of them before anything runs).
+
+    Defaults: the built-in datasets (or only ``source`` when given), counts
+    10, 100, ... within a byte budget, every backend with its default and one
+    compressed setting, 5 repeats (1 with ``quick``). Stores are written under
+    ``workdir`` (default: ``out``), i.e. on the disk the user chose.
+    """
+    if repeats is not None and repeats < 1:
+        raise CompareError(f"--repeats must be at least 1, got {repeats}")
+    if cache not in ("warm", "cold"):
+        raise CompareError(f"--cache is 'warm' or 'cold', not {cache!r}")
+    if random_reads is not None and random_reads < 1:
+        raise CompareError(f"--random-reads must be at least 1, got {random_reads}")
+    settings = settings_for(backends, compressions)
+    parsed = parse_counts(counts) if counts else None
+    if out is not None:
+        out_path = Path(os.fspath(out)).expanduser()
+        if out_path.exists() and not out_path.is_dir():
+            raise CompareError(f"--out {out_path} is a file; give a folder for report.html and results.json")
+        out_path.mkdir(parents=True, exist_ok=True)
+    where = workdir if workdir is not None else out
+    if where is not None and Path(os.fspath(where)).expanduser().is_file():
+        raise CompareError(f"--workdir {where} is a file; give a folder")
+    chosen: list[Dataset] = []
+    if source is not None:
+        chosen.append(source_dataset(source, parsed, quick=quick))
+    specs = list(datasets_) if datasets_ else ([] if source is not None else list(datasets.BUILTIN))
+    for spec in dict.fromkeys(specs):
+        chosen.append(builtin_dataset(spec, parsed, quick=quick))
+    return Plan(
+        datasets=chosen,
+        settings=settings,
+        repeats=repeats if repeats is not None else (1 if quick else DEFAULT_REPEATS),
+        cache=cache,
+        random_reads=random_reads if random_reads is not None else (100 if quick else DEFAULT_RANDOM_READS),
+        workdir=Path(os.fspath(where)).expanduser() if where is not None else None,
+    )
+
+
+def all_exact(results: dict[str, Any]) -> bool:
+    """True when every measured run read back exactly what it wrote."""
+    return all(r["exact"] for r in results["runs"] if r["status"] == "ok")

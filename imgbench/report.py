@@ -116,27 +116,30 @@ def recommend(results: dict[str, Any]) -> dict[str, list[str]]:
         by_size = sorted(runs, key=lambda r: r["disk"]["allocated"])
         small = by_size[0]
         raw = small["raw_bytes"]
-        lines.append(
-            f"Smallest on disk: {setting(small)} ({fmt_bytes(small['disk']['allocated'])}, "
-            f"{small['disk']['allocated'] / raw:.0%} of the {fmt_bytes(raw)} of raw pixels)"
-        )
-        # Trade-offs: what the smallest costs in speed, what the fastest costs in space.
-        if setting(small) != setting(fast_read):
-            slower = _median(small, "read_s") / _median(fast_read, "read_s")
-            bigger = fast_read["disk"]["allocated"] / small["disk"]["allocated"]
-            lines.append(
-                f"Trade-off: {setting(small)} saves {1 - 1 / bigger:.0%} of the space of {setting(fast_read)} "
-                f"but reads {slower:.1f}x slower" if slower > 1 + TIE else
-                f"Trade-off: none worth paying: {setting(small)} is smallest and reads about as fast as "
-                f"{setting(fast_read)}"
-            )
+        size_ties = [r for r in by_size[1:] if r["disk"]["allocated"] <= small["disk"]["allocated"] * (1 + TIE / 2)]
+        text = (f"Smallest on disk: {setting(small)} ({fmt_bytes(small['disk']['allocated'])}, "
+                f"{small['disk']['allocated'] / raw:.0%} of the {fmt_bytes(raw)} of raw pixels")
+        if size_ties:
+            text += "; about as small: " + ", ".join(setting(r) for r in size_ties)
+        lines.append(text + ")")
+        # Trade-offs: the fastest reader among the (nearly) smallest, against the fastest overall.
+        compact = min([small, *size_ties], key=lambda r: _median(r, "read_s"))
+        if setting(compact) == setting(fast_read):
+            lines.append(f"No trade-off here: {setting(compact)} is both among the smallest and the fastest to read.")
         else:
-            lines.append(f"No trade-off here: {setting(small)} is both the smallest and the fastest to read.")
+            slower = _median(compact, "read_s") / _median(fast_read, "read_s")
+            saved = 1 - compact["disk"]["allocated"] / fast_read["disk"]["allocated"]
+            if slower <= 1 + TIE:
+                lines.append(f"Best of both: {setting(compact)} is among the smallest and reads about as fast as "
+                             f"{setting(fast_read)}.")
+            elif saved > 0:
+                lines.append(f"Trade-off: {setting(compact)} is the fastest of the smallest; it saves {saved:.0%} "
+                             f"of the space of {setting(fast_read)} but reads {slower:.1f}x slower.")
         many = [r for r in runs if r["disk"]["files"] >= n]
         if many:
             names = ", ".join(sorted({setting(r) for r in many}))
             lines.append(
-                f"Files: {names} keep one file per image ({many[0]['disk']['files']} files here); at millions "
+                f"Files: {names} {'keeps' if len(many) == 1 else 'keep'} one file per image ({many[0]['disk']['files']} files here); at millions "
                 "of images that means inodes, slow listings and slow copies. The others keep a handful of files."
             )
         if fast_read["backend"] == fast_write["backend"]:
@@ -144,32 +147,31 @@ def recommend(results: dict[str, Any]) -> dict[str, list[str]]:
         bad = [r for r in ok_runs(results, name) if not r["exact"]]
         if bad:
             lines.append("WARNING: read-back differed from what was written for " +
-                         ", ".join(sorted({f'{setting(r)} x{r['count']}' for r in bad})))
+                         ", ".join(sorted({setting(r) + " x" + str(r["count"]) for r in bad})))
         out[name] = lines
     return out
 
 
 # ------------------------------------------------------------------ terminal
 def summary_table(results: dict[str, Any], dataset: str):
-    """A rich Table of one dataset at its largest count."""
+    """A rich Table of one dataset at its largest count, fastest read first."""
     from rich.table import Table
 
     runs = largest(results, dataset)
     n = runs[0]["count"] if runs else 0
     table = Table(title=f"{dataset}: {n} images, medians of {results['config']['repeats']} "
-                        f"({results['config']['cache']} cache)", title_justify="left")
-    for col, justify in (("backend", "left"), ("compression", "left"), ("write", "right"), ("read all", "right"),
-                         ("random read", "right"), ("on disk", "right"), ("vs raw", "right"), ("files", "right"),
-                         ("peak mem (write/read)", "right"), ("exact", "center")):
-        table.add_column(col, justify=justify)
+                        f"({results['config']['cache']} cache; ± half the spread)", title_justify="left")
+    for col in ("setting", "write", "read all", "random/img", "on disk", "vs raw", "files", "peak mem w / r",
+                "exact"):
+        table.add_column(col, justify="left" if col == "setting" else "right", no_wrap=True)
     for r in sorted(runs, key=lambda r: _median(r, "read_s")):
         st, d = r["stats"], r["derived"]
         mem = r.get("peak_memory") or {}
         table.add_row(
-            r["backend"], r["compression"],
+            setting(r),
             fmt_time(st["write_s"]["median"]) + _spread(st["write_s"]),
             fmt_time(st["read_s"]["median"]) + _spread(st["read_s"]),
-            f"{d['random_latency_us']:.0f} µs/img",
+            fmt_time(d["random_latency_us"] / 1e6),
             fmt_bytes(r["disk"]["allocated"]),
             f"{d['size_ratio']:.0%}",
             str(r["disk"]["files"]),
@@ -183,7 +185,10 @@ def print_summary(results: dict[str, Any], console=None, out_dir: str | os.PathL
     """Tables and findings for the terminal."""
     from rich.console import Console
 
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=max(console.width, 120))
     advice = recommend(results)
     for name in dataset_names(results):
         console.print(summary_table(results, name))
@@ -224,6 +229,19 @@ def progress_bar(total: int, enabled: bool = True) -> Iterator[Any]:
         bar.update(task, description="done")
 
 
+@contextmanager
+def file_progress(description: str, enabled: bool = True) -> Iterator[tuple[Any, Any]]:
+    """A progress bar whose total is learnt later; yields ``(set_total, advance)`` callbacks."""
+    if not enabled:
+        yield (lambda n: None), (lambda k: None)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task(description, total=None)
+        yield (lambda n: bar.update(task, total=n)), (lambda k: bar.advance(task, k))
+
+
 # --------------------------------------------------------------------- plots
 def _colours(settings: list[str]) -> dict[str, tuple[str, str, str]]:
     """One colour per backend, a line style per compression (solid = backend default)."""
@@ -242,8 +260,13 @@ def _colours(settings: list[str]) -> dict[str, tuple[str, str, str]]:
 
 
 def _svg(fig) -> str:
+    """Inline SVG text; fonts left to the browser (svg.fonttype none) keeps the file small."""
+    import matplotlib
+
+    matplotlib.rcParams["svg.fonttype"] = "none"
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.tight_layout()
+    fig.savefig(buf, format="svg")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -257,6 +280,9 @@ def _series(runs: list[dict[str, Any]], key: str) -> dict[str, list[tuple[int, f
         if key == "bytes":
             v = float(r["disk"]["allocated"])
             point = (r["count"], v, v, v)
+        elif key == "random_per_image":
+            st, k = r["stats"]["random_s"], r["random_reads"]
+            point = (r["count"], st["median"] / k, st["min"] / k, st["max"] / k)
         else:
             st = r["stats"][key]
             point = (r["count"], st["median"], st["min"], st["max"])
@@ -326,9 +352,9 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
 h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
 table{border-collapse:collapse;margin:.8rem 0;font-size:.88rem}
-th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}th{background:#f4f4f4}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right;white-space:nowrap}th{background:#f4f4f4}
 td.l,th.l{text-align:left}.bad{color:#b00;font-weight:bold}.muted{color:#666;font-size:.85rem}
-.plots{display:flex;flex-wrap:wrap;gap:1rem}.plot{flex:1 1 480px;min-width:320px}.plot svg{width:100%;height:auto}
+.plots{display:flex;flex-wrap:wrap;gap:1rem}.plot{flex:1 1 480px;min-width:320px;max-width:540px}.wide{overflow-x:auto}.plot svg{width:100%;height:auto}
 ul.advice li{margin:.3rem 0}code{background:#f4f4f4;padding:0 .2rem}
 """
 
@@ -395,14 +421,13 @@ def render_html(results: dict[str, Any]) -> str:
         plots = [
             plot_vs_count(results, name, "write_s", "seconds (log)", "Write time vs number of images"),
             plot_vs_count(results, name, "read_s", "seconds (log)", "Read-all time vs number of images"),
-            plot_vs_count(results, name, "random_s",
-                          f"seconds for {min(r['random_reads'] for r in ok_runs(results, name))}+ random reads (log)",
-                          "Random reads vs number of images"),
+            plot_vs_count(results, name, "random_per_image", "seconds per image (log)",
+                          "Random-read latency vs number of images"),
             plot_vs_count(results, name, "bytes", "bytes allocated on disk (log)", "Bytes on disk vs number of images"),
             plot_throughput(results, name),
         ]
         parts.append("<div class=plots>" + "".join(f"<div class=plot>{svg}</div>" for svg in plots) + "</div>")
-        parts.append(_table_html(ok_runs(results, name)))
+        parts.append("<div class=wide>" + _table_html(ok_runs(results, name)) + "</div>")
     skipped = [r for r in results["runs"] if r["status"] != "ok"]
     notes = list(results.get("notes", []))
     notes += sorted({f"{r['dataset']} {setting(r)} not measured: {r['reason']}" for r in skipped})

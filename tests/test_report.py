@@ -1,0 +1,102 @@
+"""Report: recommendations derived from the figures, tables and the self-contained HTML."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from imgbench import compare, report
+
+
+def fake_run(backend, compression, count, write, read, random, allocated, files=2, exact=True):
+    raw = count * 3072
+    cell = {
+        "dataset": "cifar", "backend": backend, "compression": compression, "count": count, "cache": "warm",
+        "raw_bytes": raw, "random_reads": min(count, 10), "status": "ok", "reason": None,
+        "write_s": [write, write * 1.01, write * 0.99], "read_s": [read, read * 1.02, read * 0.98],
+        "random_s": [random] * 3, "exact": exact, "mismatches": [],
+        "disk": {"apparent": allocated, "allocated": allocated, "files": files},
+        "peak_memory": {"write": 1000, "read": 2000},
+    }
+    compare._finish(cell)
+    return cell
+
+
+def fake_results(runs):
+    return {
+        "imgbench_results": 1, "created": "2026-01-01T00:00:00+00:00", "elapsed_s": 12.0,
+        "config": {"repeats": 3, "cache": "warm", "settings": [], "backends": []},
+        "method": {"timer": "perf_counter", "allocator": {"detail": "mallopt"}},
+        "machine": {"cpu": "Test CPU 9000", "cores": 2}, "versions": {"imgbench": "0.1.0", "numpy": "2"},
+        "datasets": [{"name": "cifar", "about": "photos", "counts": sorted({r["count"] for r in runs}),
+                      "shapes": {"32x32x3 uint8": 100}}],
+        "notes": [], "runs": runs,
+    }
+
+
+def test_recommendation_names_the_winners_from_the_figures():
+    runs = [
+        fake_run("a", "none", 100, write=0.10, read=0.010, random=0.001, allocated=400_000),
+        fake_run("b", "zstd", 100, write=0.50, read=0.050, random=0.004, allocated=200_000),
+        fake_run("c", "png", 100, write=0.05, read=0.200, random=0.010, allocated=300_000, files=101),
+        fake_run("a", "none", 10, write=9.0, read=9.0, random=9.0, allocated=1),  # smaller count: ignored
+    ]
+    lines = report.recommend(fake_results(runs))["cifar"]
+    text = "\n".join(lines)
+    assert "Fastest to read all: a/none" in text and "5.0x faster than the runner-up b/zstd" in text
+    assert "Fastest to write: c/png" in text
+    assert "Fastest random access: a/none" in text
+    assert "Smallest on disk: b/zstd" in text
+    assert "Trade-off: b/zstd" in text and "saves 50%" in text and "reads 5.0x slower" in text
+    assert "c/png keeps one file per image (101 files here)" in text
+
+
+def test_close_figures_are_called_a_tie():
+    runs = [
+        fake_run("a", "none", 100, write=0.10, read=0.0100, random=0.001, allocated=400_000),
+        fake_run("b", "none", 100, write=0.30, read=0.0105, random=0.002, allocated=400_000),
+    ]
+    text = "\n".join(report.recommend(fake_results(runs))["cifar"])
+    assert "tie on this noisy machine: b/none" in text
+    assert "faster than the runner-up b/none" not in text.split("\n")[0]
+
+
+def test_mismatch_is_flagged_everywhere():
+    runs = [fake_run("a", "none", 100, 0.1, 0.01, 0.001, 400_000, exact=False),
+            fake_run("b", "zstd", 100, 0.2, 0.02, 0.002, 200_000)]
+    results = fake_results(runs)
+    assert any("WARNING" in line and "a/none x100" in line for line in report.recommend(results)["cifar"])
+    assert "class=bad>NO<" in report.render_html(results)
+
+
+def test_html_holds_tables_plots_machine_and_versions(tmp_path):
+    runs = [fake_run("a", "none", n, 0.001 * n, 0.0002 * n, 0.0001, 3072 * n) for n in (10, 100)]
+    runs += [fake_run("b", "zstd", n, 0.002 * n, 0.0004 * n, 0.0002, 1500 * n) for n in (10, 100)]
+    results = fake_results(runs)
+    paths = report.write(results, tmp_path / "out")
+    page = paths["html"].read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert page.count("<svg") == 5
+    assert "Write time vs number of images" in page and "Read-all time vs number of images" in page
+    assert "Bytes on disk" in page and "Throughput" in page
+    assert "Test CPU 9000" in page and "numpy" in page
+    assert page.count("<tr>") >= 1 + len(runs)
+    assert report.load(paths["json"]) == json.loads(json.dumps(results))
+
+
+def test_terminal_summary(capsys):
+    from rich.console import Console
+
+    runs = [fake_run("a", "none", 100, 0.1, 0.01, 0.001, 400_000),
+            fake_run("b", "zstd", 100, 0.2, 0.02, 0.002, 200_000)]
+    console = Console(width=160, record=True)
+    report.print_summary(fake_results(runs), console=console, out_dir="/somewhere")
+    text = console.export_text()
+    assert "a/none" in text and "b/zstd" in text and "Fastest to read all" in text
+    assert "/somewhere/report.html" in text
+
+
+@pytest.mark.parametrize("value, text", [(5e-6, "5 µs"), (0.0123, "12.3 ms"), (2.5, "2.50 s"), (None, "-")])
+def test_fmt_time(value, text):
+    assert report.fmt_time(value) == text
