@@ -1,0 +1,1 @@
+"""pytest-benchmark suite and its CI regression gate (see gate.py and .ci/perf)."""
