@@ -243,3 +243,15 @@ def test_reader_keeps_reading_the_store_it_opened_or_fails(tmp_path, backend):
         else:
             assert same(image, old[i]), "an open reader returned pixels of the store that replaced it"
     reader.close()
+
+
+def test_reader_opened_before_an_append_reads_what_it_opened(tmp_path, backend):
+    path = store_path(tmp_path, backend)
+    batch = make(path, backend, n=5)
+    with imgbench.open(path) as reader:
+        with imgbench.open(path, "a") as s:
+            s.extend([sample((6, 7, 3), np.uint8, seed=90 + i) for i in range(3)], labels=[7, 7, 7])
+        assert len(reader) == 5
+        assert same(reader.read_many(), batch)
+        assert reader.labels.tolist() == [0, 1, 2, 3, 4]
+    assert snapshot(path)[0] == 8

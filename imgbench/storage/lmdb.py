@@ -382,14 +382,30 @@ class LMDBStore(Store):
         return stack_if_uniform(images)
 
     def _check_keys(self, txn: lmdb.Transaction, cursor: lmdb.Cursor) -> None:
-        """Keys are exactly 0..n-1: n unique sorted 8-byte keys from 0 to n-1 (O(1), no scan)."""
+        """Keys 0..n-1 are all there, checked in O(1) without a scan.
+
+        In this snapshot the images database must hold exactly the snapshot's
+        count of unique, sorted 8-byte keys from 0 to count-1, hence no gaps.
+        The snapshot may be newer than our count (an appender committed since we
+        opened); our n images are then its first n.
+        """
         n = self._count
+        try:
+            current = int(json.loads(bytes(txn.get(META_KEY)))["count"])
+        except (TypeError, ValueError, KeyError):
+            raise CorruptStoreError(f"{self.path}: imgbench metadata is missing or damaged") from None
         entries = txn.stat(self._db)["entries"]
         first = cursor.key() if cursor.first() else None
         last = cursor.key() if cursor.last() else None
-        if entries != n or bytes(first or b"") != _key(0) or bytes(last or b"") != _key(n - 1):
+        if (
+            current < n
+            or entries != current
+            or bytes(first or b"") != _key(0)
+            or bytes(last or b"") != _key(current - 1)
+        ):
             raise CorruptStoreError(
-                f"{self.path}: the images database holds {entries} keys, expected 0..{n - 1} (missing or foreign keys)"
+                f"{self.path}: the images database holds {entries} keys, expected 0..{current - 1} "
+                "(missing or foreign keys)"
             )
         cursor.first()
 
