@@ -174,13 +174,13 @@ class LMDBStore(Store):
         if env is not None:
             env.close()
 
-    def _open_new_env(self, target: Path, readonly: bool, **kw: Any) -> lmdb.Environment:
+    def _open_new_env(self, target: Path, readonly: bool, create: bool = False, **kw: Any) -> lmdb.Environment:
         try:
             return lmdb.open(
                 str(target),
                 readonly=readonly,
                 subdir=True,
-                create=not readonly,
+                create=create,
                 lock=self.options["lock"],
                 readahead=self.options["readahead"],
                 max_readers=self.options["max_readers"],
@@ -215,7 +215,11 @@ class LMDBStore(Store):
         return meta
 
     def _open_reader(self) -> dict[str, Any]:
-        return self._open_existing(self.path, readonly=True)
+        # Open read-write where we may (we never write as a reader): LMDB allows one
+        # environment per process, and this lets an appender in the same process
+        # share it. Read-only media get a read-only environment.
+        writable = os.access(self.path, os.W_OK) and os.access(self.path / "data.mdb", os.W_OK)
+        return self._open_existing(self.path, readonly=not writable)
 
     def _open_appender(self, target: Path) -> dict[str, Any]:
         meta = self._open_existing(target, readonly=False, sync=self.options["sync"], metasync=self.options["sync"])
@@ -227,7 +231,8 @@ class LMDBStore(Store):
         # The temporary store is invisible until published, so commits need not
         # sync; one sync happens before publishing.
         self._env = self._open_env(
-            target, readonly=False, map_size=self.options["map_size"] or _MIN_MAP, sync=False, metasync=False
+            target, readonly=False, create=True, map_size=self.options["map_size"] or _MIN_MAP, sync=False,
+            metasync=False,
         )
         self._db = self._env.open_db(b"images", create=True)
 
