@@ -138,7 +138,9 @@ def test_writer_killed_at_random_points(tmp_path, backend, mode):
     rng = random.Random(f"{backend}-{mode}")
     duration = None
     killed_midway = 0
-    for attempt in range(6):
+    for attempt in range(14):
+        if attempt >= 6 and killed_midway >= 3:
+            break
         path = store_path(tmp_path, backend, f"s{attempt}")
         old = 0
         if mode in ("w", "a"):
@@ -146,8 +148,8 @@ def test_writer_killed_at_random_points(tmp_path, backend, mode):
             build(path, backend, old)
         delay = None if duration is None else rng.uniform(0.0, 0.8 * duration)
         finished, elapsed = run_and_kill(path, backend, mode, old if mode == "a" else 0, 150, delay)
-        if finished:  # the machine got faster: aim earlier
-            duration = elapsed if duration is None else min(duration, elapsed)
+        if finished:  # the writer outran the kill (a busy machine varies): aim earlier
+            duration = elapsed if duration is None else min(duration, elapsed) * 0.7
         killed_midway += not finished
         if mode == "x" and not os.path.lexists(path):
             assert not finished
