@@ -88,6 +88,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import build
+
+    build(Path(args.out), Path(args.results) if args.results else None,
+          config=args.config, serve=args.serve, port=args.port)
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option is one line (no usage block), like every other error."""
 
@@ -140,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it is an imgbench store")
     conv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     conv.set_defaults(func=_cmd_convert)
+
+    dash = sub.add_parser(
+        "dashboard",
+        help="build the asv dashboard from results/ (opens with no network); --serve shows it on 127.0.0.1",
+        description="Run `asv publish` on the committed asv results into DIR, vendor the JavaScript/CSS the asv "
+        "pages load from CDNs so they open with no network, and add DIR/compare.html (backends side by side).",
+    )
+    dash.add_argument("--out", metavar="DIR", required=True, help="folder for the dashboard (index.html, compare.html)")
+    dash.add_argument("--results", metavar="DIR", help="asv results folder (default: the repository's results/)")
+    dash.add_argument("--config", metavar="FILE", help="asv.conf.json (default: found from the current folder upwards)")
+    dash.add_argument("--serve", action="store_true", help="then serve it on http://127.0.0.1:PORT/ until Ctrl-C")
+    dash.add_argument("--port", type=int, default=8080, help="port for --serve (default: %(default)s)")
+    dash.set_defaults(func=_cmd_dashboard)
 
     info = sub.add_parser("info", help="describe a store")
     info.add_argument("path")
