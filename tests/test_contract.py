@@ -216,3 +216,18 @@ def test_big_endian_and_strided_input_is_stored_by_value(tmp_path, backend):
         assert np.array_equal(s[0], base) and s[0].dtype == np.uint16
         assert same(s[1], np.ascontiguousarray(base[::2, ::3]))
         assert same(s[2], base)
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_lmdb_batch_written_in_slices_with_a_growing_map(tmp_path, monkeypatch, compression):
+    """A batch larger than the encode slice and the initial map still lands whole, in one commit."""
+    from imgbench.storage import lmdb as lmdb_backend
+
+    monkeypatch.setattr(lmdb_backend, "_ENCODE_BYTES", 10_000)
+    batch = np.stack([sample((40, 40, 3), np.uint8, seed=i) for i in range(300)])  # 1.4 MB
+    path = tmp_path / "slices.lmdb"
+    with imgbench.open(path, "w", compression=compression, map_size=256 << 10) as s:
+        s.extend(batch, labels=np.arange(300))
+    with imgbench.open(path) as s:
+        assert same(s.read_many(), batch) and s.labels.tolist() == list(range(300))
+        assert same(s.read_many([299, 0]), batch[[299, 0]])

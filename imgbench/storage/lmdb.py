@@ -46,6 +46,7 @@ HEADER_VERSION = 1
 CODEC_IDS = {"none": 0, "png": 1, "zstd": 2}
 _CODEC_BY_ID = {v: k for k, v in CODEC_IDS.items()}
 _MIN_MAP = 64 << 20
+_ENCODE_BYTES = 64 << 20  # raw image bytes encoded per slice of a write
 
 
 # LMDB's locks are per process, so one environment must be opened once per
@@ -288,16 +289,21 @@ class LMDBStore(Store):
         return json.dumps(meta).encode()
 
     def _write(self, images, labels, start) -> None:
-        values = self._encode(images)
-        n = len(values)
+        n = len(images)
         keys = np.arange(start, start + n, dtype=">u8").tobytes()
         self._update_uniform(images)
         meta = self._meta_now(start + n)
+        # Encode slice by slice inside the transaction: a multi-GB batch costs one
+        # slice of extra memory, not a second copy of itself.
+        per = max(1, _ENCODE_BYTES // max(1, images[0].nbytes))
 
         def work(txn: lmdb.Transaction) -> None:
             cursor = txn.cursor(db=self._db)
-            items = ((keys[8 * j : 8 * j + 8], values[j]) for j in range(n))
-            _, added = cursor.putmulti(items, append=True)
+            added = 0
+            for s in range(0, n, per):
+                values = self._encode(images[s : s + per])
+                items = ((keys[8 * (s + j) : 8 * (s + j) + 8], v) for j, v in enumerate(values))
+                added += cursor.putmulti(items, append=True)[1]
             if added != n:
                 raise CorruptStoreError(f"{self.path}: {n - added} image keys already existed at index {start}")
             if labels is not None:
@@ -438,6 +444,21 @@ class LMDBStore(Store):
                 images = [self._decode(v, i) for i, v in enumerate(values)]
             else:
                 raw = [bytes(v) for v in values]
+        if self.compression != "none" and self._uniform:
+            # Decode straight into the output: no list of images to stack afterwards.
+            shape, dtype = self._uniform
+            out = np.empty((n, *shape), dtype=dtype)
+
+            def fill(s: int, e: int) -> None:
+                for i in range(s, e):
+                    image = self._decode(raw[i], i)
+                    if image.shape != shape or image.dtype != dtype:
+                        raise CorruptStoreError(f"{self.path}: image {i} is {image.shape} {image.dtype}, "
+                                                f"the store records {shape} {dtype} for every image")
+                    out[i] = image
+
+            parallel.map_chunks(fill, n, self.options["threads"])
+            return out
         if self.compression != "none":
             parts = parallel.map_chunks(
                 lambda s, e: [self._decode(raw[i], i) for i in range(s, e)], n, self.options["threads"]
