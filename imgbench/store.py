@@ -13,6 +13,7 @@ otherwise copies the store, appends to the copy and swaps it in on close.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import operator
@@ -160,6 +161,7 @@ class Store:
         self._pending_labels: list[int] = []
         self._pending_bytes = 0
         self._labels_cache: np.ndarray | None = None
+        self._failed: str | None = None  # why a backend write failed; the writer can then only abort
         self._init_handles()
 
         if mode in ("r", "a"):
@@ -332,6 +334,21 @@ class Store:
         self._check_open()
         if self.mode == "r":
             raise UnsupportedError(f"{self.path} is open read-only; open it with mode='a' to add images")
+        if self._failed is not None:
+            raise ImgbenchError(
+                f"an earlier write failed on {self.path} ({self._failed}); this writer cannot continue: "
+                "close it and open the store again"
+            )
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Backend writes: once one fails, the images it dropped cannot be accounted for,
+        so the writer refuses further work and ``close()`` publishes nothing."""
+        try:
+            yield
+        except BaseException as exc:
+            self._failed = str(exc) or type(exc).__name__
+            raise
 
     def _check_open(self) -> None:
         if self._closed:
@@ -381,7 +398,8 @@ class Store:
             self._label_rule(label_arr is not None, len(batch))
             self._write_pending()
             self._labelled = label_arr is not None
-            self._write(batch, label_arr, self._count)
+            with self._writing():
+                self._write(batch, label_arr, self._count)
             self._count += len(batch)
             self._labels_cache = None
             return
@@ -418,7 +436,8 @@ class Store:
         self._pending_labels = []
         self._pending_bytes = 0
         self._labels_cache = None
-        self._write(images, labels, self._count - len(images))
+        with self._writing():
+            self._write(images, labels, self._count - len(images))
 
     def _meta(self) -> dict[str, Any]:
         return {
@@ -439,15 +458,16 @@ class Store:
         """
         self._check_writable()
         self._write_pending()
-        self._flush(self._meta())
-        self._attrs.dirty = False
-        if self.mode == "a" and not self.in_place_append:
-            # Copy-on-write: swap the copy in, then continue on a fresh copy.
-            self._close_writer(commit=True)
-            atomic.publish(self._tmp, self.path, replace=True)
-            self._release_lock()
-            self._tmp = None
-            self._start_existing()
+        with self._writing():
+            self._flush(self._meta())
+            self._attrs.dirty = False
+            if self.mode == "a" and not self.in_place_append:
+                # Copy-on-write: swap the copy in, then continue on a fresh copy.
+                self._close_writer(commit=True)
+                atomic.publish(self._tmp, self.path, replace=True)
+                self._release_lock()
+                self._tmp = None
+                self._start_existing()
 
     # ------------------------------------------------------------ closing
     def close(self) -> None:
@@ -458,6 +478,12 @@ class Store:
             self._closed = True
             self._close_reader()
             return
+        if self._failed is not None:
+            self._abort_quietly()
+            raise ImgbenchError(
+                f"{self.path} was left as it was: an earlier write failed ({self._failed}), so the images "
+                "written since the last flush were discarded"
+            )
         try:
             self._write_pending()
             self._flush(self._meta())
@@ -639,6 +665,7 @@ class Store:
         self._tmp = None
         self._pending, self._pending_labels, self._pending_bytes = [], [], 0
         self._labels_cache = None
+        self._failed = None
         self._init_handles()
         self._adopt_meta(state["meta"])
 

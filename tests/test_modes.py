@@ -255,3 +255,27 @@ def test_reader_opened_before_an_append_reads_what_it_opened(tmp_path, backend):
         assert same(reader.read_many(), batch)
         assert reader.labels.tolist() == [0, 1, 2, 3, 4]
     assert snapshot(path)[0] == 8
+
+
+@pytest.mark.parametrize("mode", ["w", "a"])
+def test_a_writer_whose_write_failed_never_publishes(tmp_path, backend, mode, monkeypatch):
+    """A caller who catches a failed write and carries on must not end up with a store missing images."""
+    path = store_path(tmp_path, backend)
+    make(path, backend)
+    before = snapshot(path)
+    s = imgbench.open(path, mode, backend=backend if mode == "w" else None)
+    s.append(sample((6, 7, 3), np.uint8, seed=1), label=1)
+
+    def fail(*args, **kwargs):
+        raise imgbench.ImgbenchError("simulated: no space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(type(s), "_write", fail)
+        with pytest.raises(imgbench.ImgbenchError, match="no space"):
+            s.flush()
+    with pytest.raises(imgbench.ImgbenchError, match="earlier write failed"):
+        s.append(sample((6, 7, 3), np.uint8, seed=2), label=2)
+    with pytest.raises(imgbench.ImgbenchError, match="earlier write failed"):
+        s.close()
+    assert snapshot(path) == before
+    assert siblings(path) == []
