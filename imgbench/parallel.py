@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -59,3 +61,32 @@ def map_items(fn: Callable[[T], Any], items: Sequence[T], threads: int | None = 
     """``[fn(x) for x in items]`` computed in chunks on the shared pool."""
     parts = map_chunks(lambda s, e: [fn(x) for x in items[s:e]], len(items), threads, chunk)
     return [y for part in parts for y in part]
+
+
+def decode_stacked(
+    decode: Callable[[int], np.ndarray], n: int, threads: int | None = None, where: str = ""
+) -> np.ndarray:
+    """``np.stack([decode(i) for i in range(n)])`` without the list, decoded on the shared pool.
+
+    The output is allocated only after ``decode(0)`` succeeds, from its shape and
+    dtype, so metadata that lies about shapes is caught by the decoder's checks,
+    not by a huge allocation; every other image must match image 0.
+    """
+    from .errors import CorruptStoreError
+
+    first = decode(0)
+    out = np.empty((n, *first.shape), dtype=first.dtype)
+    out[0] = first
+
+    def fill(start: int, stop: int) -> None:
+        for i in range(max(start, 1), stop):
+            image = decode(i)
+            if image.shape != first.shape or image.dtype != first.dtype:
+                raise CorruptStoreError(
+                    f"{where}image {i} of this read is {image.shape} {image.dtype}, but the store records "
+                    f"{first.shape} {first.dtype} for every image"
+                )
+            out[i] = image
+
+    map_chunks(fill, n, threads)
+    return out

@@ -88,9 +88,12 @@ class DiskStore(Store):
     def _suffix(self) -> str:
         return codecs.CODECS[self.compression].suffix
 
-    def _file(self, index: int) -> str:
+    def _name(self, index: int) -> str:
         # A plain string: pathlib costs more than decoding a small PNG.
-        return f"{self._dir}{os.sep}{index:08d}{self._suffix()}"
+        return f"{index:08d}{self._suffix()}"
+
+    def _file(self, index: int) -> str:
+        return f"{self._dir}{os.sep}{self._name(index)}"
 
     # ------------------------------------------------------------ opening
     def _load(self, directory: Path) -> dict[str, Any]:
@@ -225,9 +228,7 @@ class DiskStore(Store):
     def _decode_file(self, index: int) -> np.ndarray:
         path = self._file(index)
         try:
-            fd = os.open(os.path.basename(path), os.O_RDONLY, dir_fd=self._dirfd) if self._dirfd is not None \
-                else os.open(path, os.O_RDONLY)
-            with open(fd, "rb", buffering=0) as f:
+            with open(os.open(self._name(index), os.O_RDONLY, dir_fd=self._dirfd), "rb", buffering=0) as f:
                 data = f.read()
         except FileNotFoundError:
             raise CorruptStoreError(
@@ -241,7 +242,7 @@ class DiskStore(Store):
         try:
             return codecs.CODECS[self.compression].decode(data, dtype, shape)
         except CorruptStoreError as exc:
-            raise CorruptStoreError(f"image {index} ({os.path.basename(path)}): {exc}") from None
+            raise CorruptStoreError(f"image {index} ({self._name(index)}): {exc}") from None
 
     def _get(self, index: int) -> np.ndarray:
         return self._decode_file(index)
@@ -250,18 +251,7 @@ class DiskStore(Store):
         idx = indices.tolist()
         kinds = {(self._dtypes[i], tuple(self._shapes[i])) for i in set(idx)} if not self._uniform else None
         if self._uniform or len(kinds) == 1:
-            # Decode one image before allocating for all: a sidecar that lies about
-            # shapes is caught by the codec's checks, not by a huge allocation.
-            first = self._decode_file(idx[0])
-            out = np.empty((len(idx), *first.shape), dtype=first.dtype)
-            out[0] = first
-
-            def fill(s: int, e: int) -> None:
-                for j in range(max(s, 1), e):
-                    out[j] = self._decode_file(idx[j])
-
-            parallel.map_chunks(fill, len(idx), self.options["threads"])
-            return out
+            return parallel.decode_stacked(lambda j: self._decode_file(idx[j]), len(idx), self.options["threads"])
         parts = parallel.map_chunks(
             lambda s, e: [self._decode_file(i) for i in idx[s:e]], len(idx), self.options["threads"]
         )

@@ -445,20 +445,9 @@ class LMDBStore(Store):
             else:
                 raw = [bytes(v) for v in values]
         if self.compression != "none" and self._uniform:
-            # Decode straight into the output: no list of images to stack afterwards.
-            shape, dtype = self._uniform
-            out = np.empty((n, *shape), dtype=dtype)
-
-            def fill(s: int, e: int) -> None:
-                for i in range(s, e):
-                    image = self._decode(raw[i], i)
-                    if image.shape != shape or image.dtype != dtype:
-                        raise CorruptStoreError(f"{self.path}: image {i} is {image.shape} {image.dtype}, "
-                                                f"the store records {shape} {dtype} for every image")
-                    out[i] = image
-
-            parallel.map_chunks(fill, n, self.options["threads"])
-            return out
+            return parallel.decode_stacked(
+                lambda i: self._decode(raw[i], i), n, self.options["threads"], f"{self.path}: "
+            )
         if self.compression != "none":
             parts = parallel.map_chunks(
                 lambda s, e: [self._decode(raw[i], i) for i in range(s, e)], n, self.options["threads"]
