@@ -238,7 +238,7 @@ class LMDBStore(Store):
         self._db = self._env.open_db(b"images", create=True)
 
     # ------------------------------------------------------------ writing
-    def _encode(self, images: np.ndarray | list[np.ndarray]) -> list[bytes] | tuple[np.ndarray, int]:
+    def _encode(self, images: np.ndarray | list[np.ndarray]) -> list[bytes] | list[memoryview]:
         codec, level, cid = self._codec(), self.level, CODEC_IDS[self.compression]
         if isinstance(images, np.ndarray) and self.compression == "none":
             # One header for all, payload rows copied in one numpy operation.
@@ -247,12 +247,39 @@ class LMDBStore(Store):
             rows = np.empty((n, HEADER.size + images[0].nbytes), dtype=np.uint8)
             rows[:, : HEADER.size] = hdr
             rows[:, HEADER.size :] = images.reshape(n, -1).view(np.uint8)
-            return [memoryview(r) for r in rows]
+            # Slices of one flat memoryview: LMDB copies them ~2x faster than
+            # per-row views through numpy's buffer protocol.
+            flat, width = memoryview(rows.reshape(-1)), rows.shape[1]
+            return [flat[o : o + width] for o in range(0, n * width, width)]
 
         def one(image: np.ndarray) -> bytes:
             return _header(cid, image.dtype, image.shape) + codec.encode(image, level)
 
         return parallel.map_items(one, images, self.options["threads"])
+
+    def _reserve_map(self, images: np.ndarray | list[np.ndarray]) -> None:
+        """Grow the map before a write so that it fits in one go.
+
+        A full map aborts the transaction and the whole write is redone, so a
+        large first write into the small initial map would otherwise be redone
+        several times (64 -> 128 -> 256 MB ...). The map is address space, not
+        disk: LMDB only extends the file by the pages it writes. The estimate
+        bounds each image by its raw size (compressed codecs only shrink it,
+        bar a few header bytes) rounded up to whole pages.
+        """
+        psize = self._env.stat()["psize"]
+        info = self._env.info()
+        if isinstance(images, np.ndarray):
+            sizes = np.full(len(images), images[0].nbytes if len(images) else 0, np.int64)
+        else:
+            sizes = np.fromiter((im.nbytes for im in images), np.int64, len(images))
+        sizes += HEADER.size + 64
+        pages = np.where(sizes > psize // 2, -(-(sizes + 16) // psize), 0).sum() + (
+            2 * sizes[sizes <= psize // 2].sum() // psize + 1
+        )
+        need = (info["last_pgno"] + 1 + int(pages) * 5 // 4 + 256) * psize
+        if need > info["map_size"]:
+            self._env.set_mapsize(max(need, 2 * info["map_size"]) if need < 2 * info["map_size"] else need)
 
     def _txn(self, work) -> None:
         """Run ``work(txn)`` in one write transaction, growing the map when it is full."""
@@ -290,19 +317,20 @@ class LMDBStore(Store):
 
     def _write(self, images, labels, start) -> None:
         n = len(images)
-        keys = np.arange(start, start + n, dtype=">u8").tobytes()
+        keys = memoryview(np.arange(start, start + n, dtype=">u8").tobytes())
         self._update_uniform(images)
         meta = self._meta_now(start + n)
         # Encode slice by slice inside the transaction: a multi-GB batch costs one
         # slice of extra memory, not a second copy of itself.
         per = max(1, _ENCODE_BYTES // max(1, images[0].nbytes))
+        self._reserve_map(images)
 
         def work(txn: lmdb.Transaction) -> None:
             cursor = txn.cursor(db=self._db)
             added = 0
             for s in range(0, n, per):
                 values = self._encode(images[s : s + per])
-                items = ((keys[8 * (s + j) : 8 * (s + j) + 8], v) for j, v in enumerate(values))
+                items = zip([keys[o : o + 8] for o in range(8 * s, 8 * (s + len(values)), 8)], values)
                 added += cursor.putmulti(items, append=True)[1]
             if added != n:
                 raise CorruptStoreError(f"{self.path}: {n - added} image keys already existed at index {start}")
