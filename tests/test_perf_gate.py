@@ -76,7 +76,7 @@ def lmdb_keys(recorded: dict[str, Any]) -> set[str]:
 
 def test_recorded_run_covers_every_backend_and_operation(recorded: dict[str, Any]) -> None:
     infos = [b["extra_info"] for b in recorded["benchmarks"]]
-    assert {i["backend"] for i in infos} >= {"npy", "disk", "hdf5", "lmdb"}
+    assert {i["backend"] for i in infos} >= {"raw", "disk", "hdf5", "lmdb"}
     assert {i["op"] for i in infos} == {"write", "read_all", "read_random"}
     assert {i["dataset"] for i in infos} == {"cifar", "ct"}
 
@@ -118,7 +118,7 @@ def test_one_backend_three_times_slower_fails(recorded: dict[str, Any], baseline
         (line,) = [ln for ln in text.splitlines() if ln.strip().startswith(f"{key} (")]
         old = expected[key]["ratio"]
         new = gate.ratios(recorded)[key].ratio * 3
-        assert f"ratio to npy {old:.3g} -> {new:.3g} = 3.00x" in line
+        assert f"ratio to raw {old:.3g} -> {new:.3g} = 3.00x" in line
         assert gate.fmt_time(expected[key]["seconds"]) in line  # old time
         assert gate.fmt_time(expected[key]["seconds"] * 3) in line  # new time
         assert "over the 2x threshold" in line
@@ -139,7 +139,7 @@ def test_one_backend_slower_on_a_slower_machine_fails(
 
 def test_slower_reference_is_not_a_regression(recorded: dict[str, Any], baseline: Path, tmp_path: Path) -> None:
     """A slower numpy makes every ratio smaller: pass, with a hint to refresh the baseline."""
-    status, text = judge(tmp_path, baseline, variant(recorded, lambda info: 3.0 if info["backend"] == "npy" else 1.0))
+    status, text = judge(tmp_path, baseline, variant(recorded, lambda info: 3.0 if info["backend"] == "raw" else 1.0))
     assert status == gate.EXIT_PASS
     assert "FASTER (note):" in text and gate.REGENERATE in text
 
@@ -180,7 +180,7 @@ def test_missing_benchmark_fails(recorded: dict[str, Any], baseline: Path, tmp_p
 def test_missing_reference_fails_its_whole_group(recorded: dict[str, Any], baseline: Path, tmp_path: Path) -> None:
     """Without the reference nothing in its (op, dataset) group can be normalized: all MISSING."""
     run = copy.deepcopy(recorded)
-    ref = next(b for b in run["benchmarks"] if b["extra_info"]["backend"] == "npy")
+    ref = next(b for b in run["benchmarks"] if b["extra_info"]["backend"] == "raw")
     run["benchmarks"].remove(ref)
     group = gate.group_of(gate.bench_key(ref["extra_info"]))
     status, text = judge(tmp_path, baseline, run)
@@ -206,7 +206,7 @@ def test_rerun_file_lists_regressed_tests_and_their_references(
     status, _ = gate.check([run], baseline, 2.0, rerun)
     assert status == gate.EXIT_FAIL
     tests = rerun.read_text().split()
-    want = {b["fullname"] for b in recorded["benchmarks"] if b["extra_info"]["backend"] in ("lmdb", "npy")}
+    want = {b["fullname"] for b in recorded["benchmarks"] if b["extra_info"]["backend"] in ("lmdb", "raw")}
     assert set(tests) == want and len(tests) == len(want)
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REFERENCE = "npy"  # extra_info["backend"] of the raw reference (tests/perf/targets.py)
+REFERENCE = "raw"  # extra_info["backend"] of the raw reference (tests/perf/targets.py)
 DEFAULT_BASELINE = Path(__file__).with_name("baseline.json")
 DEFAULT_THRESHOLD = 2.0
 DEFAULT_STAT = "min"

@@ -29,7 +29,7 @@ from imgbench import datasets
 from imgbench.storage import registry
 
 #: Name the reference target carries in benchmark JSON (``extra_info["backend"]``).
-REFERENCE = "npy"
+REFERENCE = "raw"
 
 
 @dataclass(frozen=True)
