@@ -58,6 +58,45 @@ _ENCODE_BYTES = 64 << 20  # raw image bytes encoded per slice of a write
 _SHARED: dict[tuple, list] = {}  # file identity -> [env, users, writable]
 
 
+def _libc_madvise():
+    """``madvise(addr, length, advice)`` from libc, or None off Linux."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    fn = libc.madvise
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    fn.restype = ctypes.c_int
+    return lambda addr, length, advice: fn(addr, length, advice)
+
+
+def _mapping_of(path: Path) -> tuple[int, int] | None:
+    """Start and length of this process's shared mapping of ``path`` (LMDB does not report it)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                if len(fields) >= 6 and fields[1].endswith("s") and int(fields[4]) == st.st_ino:
+                    major, minor = (int(x, 16) for x in fields[3].split(":"))
+                    if os.makedev(major, minor) == st.st_dev:
+                        start, end = (int(x, 16) for x in fields[0].split("-"))
+                        return start, end - start
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+_MADV_RANDOM, _MADV_SEQUENTIAL = 1, 2  # Linux <sys/mman.h>
+_madvise = _libc_madvise()
+
+
 def _forget_shared_after_fork() -> None:
     for env, _users, _writable in _SHARED.values():
         try:
@@ -94,7 +133,7 @@ class LMDBStore(Store):
     compressions = ("none", "png", "zstd")
     option_defaults = {
         "map_size": None,  # bytes to reserve at first; grows on demand either way
-        "readahead": True,  # OS readahead on the map: good for scans, False for random access on cold data
+        "readahead": "auto",  # OS readahead on the map: "auto" = by access pattern, True (scans), False (random)
         "sync": True,  # fsync on every commit in mode 'a' (mode 'w' syncs once before publishing)
         "lock": True,  # False for read-only media (then no writer may run concurrently)
         "max_readers": 126,
@@ -102,6 +141,8 @@ class LMDBStore(Store):
     }
 
     def _check_options(self) -> None:
+        if self.options["readahead"] not in (True, False, "auto"):
+            raise UnsupportedError(f"readahead must be True, False or 'auto', got {self.options['readahead']!r}")
         ms = self.options["map_size"]
         if ms is not None and (isinstance(ms, bool) or not isinstance(ms, int) or ms <= 0):
             raise UnsupportedError(f"map_size must be a positive number of bytes, got {ms!r}")
@@ -109,6 +150,7 @@ class LMDBStore(Store):
     def _init_handles(self) -> None:
         self._env: lmdb.Environment | None = None
         self._db = None
+        self._advice: tuple[int, int, int] | None = None  # (map address, map size, advice) last given
         self._uniform: tuple[tuple[int, ...], np.dtype] | None | bool = None
 
     @classmethod
@@ -183,7 +225,7 @@ class LMDBStore(Store):
                 subdir=True,
                 create=create,
                 lock=self.options["lock"],
-                readahead=self.options["readahead"],
+                readahead=self.options["readahead"] is not False,
                 max_readers=self.options["max_readers"],
                 max_dbs=2,
                 **kw,
@@ -363,6 +405,7 @@ class LMDBStore(Store):
 
     # ------------------------------------------------------------ reading
     def _close_reader(self) -> None:
+        self._advice = None
         if self._env is not None:
             self._release_env(self._env)
             self._env = self._db = None
@@ -370,7 +413,24 @@ class LMDBStore(Store):
     def _reader_handles(self) -> Any:
         handles = (self._env, self._db)
         self._env = self._db = None
+        self._advice = None
         return handles
+
+    def _advise(self, advice: int) -> None:
+        """With ``readahead="auto"``, tell the kernel how the map is about to be read.
+
+        A scan wants large readahead (``MADV_SEQUENTIAL``); random reads of a
+        cold store want none (``MADV_RANDOM``), or every page fault drags in
+        ~128 KiB nobody asked for and evicts what was cached. One ``madvise``
+        per change of pattern, not per read.
+        """
+        if self.options["readahead"] != "auto" or _madvise is None:
+            return
+        if self._advice is None or self._advice[2] != advice:
+            found = _mapping_of(self.path / "data.mdb")
+            if found is not None:
+                _madvise(found[0], found[1], advice)
+                self._advice = (*found, advice)
 
     def _read_txn(self) -> lmdb.Transaction:
         try:
@@ -378,6 +438,7 @@ class LMDBStore(Store):
         except lmdb.MapResizedError:
             # A writer grew the map since we opened: adopt the new size.
             self._env.set_mapsize(0)
+            self._advice = None  # the map moved; advise it again
             return self._env.begin(buffers=True)
 
     def _parse(self, value, index: int) -> tuple[np.dtype, tuple[int, ...], memoryview]:
@@ -400,10 +461,13 @@ class LMDBStore(Store):
         return self._codec().decode(payload, dtype, shape)
 
     def _get(self, index: int) -> np.ndarray:
+        if self._advice is None or self._advice[2] != _MADV_RANDOM:
+            self._advise(_MADV_RANDOM)
         with self._read_txn() as txn:
             return self._decode(txn.get(_key(index), db=self._db), index)
 
     def _get_many(self, indices: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        self._advise(_MADV_RANDOM)
         with self._read_txn() as txn:
             db = self._db
 
@@ -450,6 +514,7 @@ class LMDBStore(Store):
 
     def _get_all(self) -> np.ndarray | list[np.ndarray]:
         n = self._count
+        self._advise(_MADV_SEQUENTIAL)
         with self._read_txn() as txn:
             cursor = txn.cursor(db=self._db)
             self._check_keys(txn, cursor)
