@@ -145,10 +145,27 @@ def publish(tmp: Path, path: Path, replace: bool) -> None:
     fsync_path(path.parent, directory=True)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (threads may be creating files)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_file(path: Path, data: bytes, sync: bool = True) -> None:
     """Write ``path`` so that readers see the old content or the new, never a mix."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); a store's record must be as
+        # readable as any file its owner creates, or a shared dataset is not.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if sync:

@@ -120,3 +120,18 @@ def test_lmdb_large_first_write_fits_a_small_initial_map(tmp_path):
         s.extend(images)
     with imgbench.open(path) as s:
         assert np.array_equal(s.read_many(), images)
+
+
+def test_commit_records_are_as_readable_as_other_files(tmp_path):
+    """A record written through a private temp file still gets the usual permissions (umask)."""
+    from imgbench import atomic
+
+    old = os.umask(0o022)
+    try:
+        atomic.write_file(tmp_path / "record.json", b"{}")
+        assert os.stat(tmp_path / "record.json").st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        atomic.write_file(tmp_path / "private.json", b"{}")
+        assert os.stat(tmp_path / "private.json").st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
