@@ -99,5 +99,5 @@ def test_grid_axes():
     assert helpers.BACKENDS == imgbench.backends()
     for backend, chosen in helpers.COMPRESSION_BY_BACKEND.items():
         supported = registry.get(backend).compressions
-        assert chosen[0] == supported[0] and len(chosen) == 2 and set(chosen) <= set(supported)
+        assert chosen[0] == supported[0] and len(chosen) == min(2, len(supported)) and set(chosen) <= set(supported)
     assert {"32x32x3", "512x512"} <= set(helpers.SHAPE_NAMES)

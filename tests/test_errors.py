@@ -163,7 +163,9 @@ def test_bad_option_values(tmp_path):
 
 
 def test_reopening_with_other_compression_or_backend(existing, backend):
-    other = next(c for c in registry.get(backend).compressions if c != registry.get(backend).compressions[0])
+    offered = registry.get(backend).compressions
+    # a one-compression backend (npy) still refuses any other name at open
+    other = next((c for c in offered if c != offered[0]), "zstd" if offered[0] != "zstd" else "none")
     with pytest.raises(imgbench.UnsupportedError, match="compression is chosen when a store is created"):
         imgbench.open(existing, "a", compression=other)
     wrong = next(b for b in imgbench.backends() if b != backend)
