@@ -96,6 +96,19 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from . import targets
+
+    cfg = targets.make_config(quick=args.quick, repeat=args.repeat, cold=args.cold, workdir=args.dir,
+                              tiny=args.tiny)
+    with targets.progress_bar(targets.total_steps(cfg), enabled=not args.quiet) as progress:
+        results = targets.run(cfg, progress, command=["imgbench", *(sys.argv[1:] if args.argv is None else args.argv)])
+    print(targets.format_table(results, markdown=args.markdown))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return targets.exit_code(results)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option is one line (no usage block), like every other error."""
 
@@ -161,6 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--serve", action="store_true", help="then serve it on http://127.0.0.1:PORT/ until Ctrl-C")
     dash.add_argument("--port", type=int, default=8080, help="port for --serve (default: %(default)s)")
     dash.set_defaults(func=_cmd_dashboard)
+
+    tgt = sub.add_parser(
+        "targets",
+        help="measure DESIGN.md's performance targets as ratios to a raw .npy bound; exit 1 if any fails",
+        description="Measure every performance target (hdf5/lmdb read all and write against raw .npy, disk png "
+        "against a 1-thread Pillow loop, random-read latency of lmdb/hdf5) in one process, on the same images, "
+        "as medians of interleaved repeats. Stores go under --dir (default: $TMPDIR): results depend on that disk.",
+    )
+    tgt.add_argument("--quick", action="store_true",
+                     help="10,000 CIFAR, 48 CT slices, a 20,000-image random store, 3 repeats (CI)")
+    tgt.add_argument("--cold", action="store_true", help="also report reads with the page cache evicted first")
+    tgt.add_argument("--repeat", type=int, metavar="N", help="timed repeats per figure (default: 5; 3 with --quick)")
+    tgt.add_argument("--dir", metavar="DIR", help="where the temporary stores are written (default: $TMPDIR)")
+    tgt.add_argument("--markdown", action="store_true", help="print the table as GitHub markdown")
+    tgt.add_argument("--json", metavar="FILE", help="also write every sample and the machine details as JSON")
+    tgt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    tgt.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, meaningless figures
+    tgt.set_defaults(func=_cmd_targets)
 
     info = sub.add_parser("info", help="describe a store")
     info.add_argument("path")
