@@ -109,6 +109,20 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     return targets.exit_code(results)
 
 
+def _cmd_png_levels(args: argparse.Namespace) -> int:
+    from . import tradeoff
+
+    counts = {"cifar": 100, "ct": 1} if args.quick else None
+    levels, threads = tradeoff.measure(counts=counts, repeat=args.repeat,
+                                       progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
+    print(tradeoff.markdown(levels, threads))
+    if args.out:
+        out = Path(args.out)
+        print(f"plot: {tradeoff.plot(levels, out / 'png_levels.png')}")
+        (out / "png_levels.json").write_text(json.dumps(tradeoff.as_json(levels, threads), indent=2))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option is one line (no usage block), like every other error."""
 
@@ -192,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     tgt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tgt.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, meaningless figures
     tgt.set_defaults(func=_cmd_targets)
+
+    png = sub.add_parser(
+        "png-levels",
+        help="PNG level vs bytes vs time, and speed-up per thread, on the built-in images",
+        description="The measurement behind the disk backend's PNG defaults (level 1, every core): bytes and "
+        "encode/decode time per zlib level on one thread, then the speed-up of level 1 with more threads.",
+    )
+    png.add_argument("--out", metavar="DIR", help="also write png_levels.png (plot) and png_levels.json here")
+    png.add_argument("--repeat", type=int, default=3, metavar="N", help="timed repeats, median kept (default: 3)")
+    png.add_argument("--quick", action="store_true", help="few images: seconds, rough figures")
+    png.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    png.set_defaults(func=_cmd_png_levels)
 
     info = sub.add_parser("info", help="describe a store")
     info.add_argument("path")
