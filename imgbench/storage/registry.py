@@ -17,6 +17,9 @@ _BACKENDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "disk": ("imgbench.storage.disk:DiskStore", ()),
     "hdf5": ("imgbench.storage.hdf5:HDF5Store", (".h5", ".hdf5")),
     "lmdb": ("imgbench.storage.lmdb:LMDBStore", (".lmdb",)),
+    "npy": ("imgbench.storage.npy:NpyStore", ()),
+    "tar": ("imgbench.storage.tar:TarStore", ()),
+    "zarr": ("imgbench.storage.zarr:ZarrStore", (".zarr",)),
 }
 _loaded: dict[str, type] = {}
 
