@@ -48,7 +48,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for index, reason in sorted(report.damaged.items()):
         print(f"damaged image {index}: {reason}")
     if report.ok:
-        print(f"ok: {report.images} images read back whole")
+        how = "checked against their checksums" if report.checksummed else (
+            "read back whole (this store has no per-image checksums: only damage its format detects was checked)")
+        print(f"ok: {report.images} images {how}")
         return 0
     print(f"{len(report.damaged)} of {report.images} images damaged" if report.damaged else "store is damaged")
     return 1

@@ -42,6 +42,8 @@ class VerifyReport:
     images: int = 0
     damaged: dict[int, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: False for stores written without per-image checksums: only damage the format itself detects is found
+    checksummed: bool = True
 
     @property
     def ok(self) -> bool:
@@ -49,15 +51,23 @@ class VerifyReport:
 
 
 def verify(path: str | os.PathLike, progress: bool = False) -> VerifyReport:
-    """Read every image and the labels; collect what is damaged instead of stopping at the first."""
+    """Read every image, check it against its stored checksum, and read the labels.
+
+    Collects what is damaged instead of stopping at the first.
+    """
     report = VerifyReport()
     try:
-        store = open_store(path)
+        store = open_store(path, verify=True)
     except CorruptStoreError as exc:
         report.problems.append(str(exc))
         return report
     with store:
         report.images = len(store)
+        try:
+            report.checksummed = store.checksums is not None
+        except CorruptStoreError as exc:
+            report.problems.append(str(exc))
+            store.verify = False  # still read every image: the format's own checks remain
         indices = range(len(store))
         if progress:
             from tqdm import tqdm

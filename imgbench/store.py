@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import atomic
+from . import atomic, checksum
 from .errors import (
     CorruptStoreError,
     FormatVersionError,
@@ -140,14 +140,23 @@ class Store:
     option_defaults: ClassVar[dict[str, Any]] = {}
     #: True when appending in place is crash-safe (else copy, append, swap)
     in_place_append: ClassVar[bool] = True
+    #: True when the backend stores a per-image checksum: its ``_write`` then takes
+    #: ``checksums`` (uint64, one per image) and ``_get_checksums`` returns them
+    stores_checksums: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ set-up
     def __init__(self, path: Path, mode: str, compression: str | None, level: int | None, options: dict):
         self.path = path
         self.mode = mode
+        options = dict(options)
+        verify = options.pop("verify", False)
+        if not isinstance(verify, bool):
+            raise UnsupportedError(f"verify must be True or False, got {verify!r}")
+        #: check every image read against its stored checksum (``imgbench.open(path, verify=True)``)
+        self.verify = verify
         unknown = sorted(set(options) - set(self.option_defaults))
         if unknown:
-            known = ", ".join(sorted(self.option_defaults)) or "none"
+            known = ", ".join(sorted([*self.option_defaults, "verify"]))
             raise UnsupportedError(
                 f"unknown option(s) {', '.join(unknown)} for backend {self.name!r}; it takes: {known}"
             )
@@ -161,6 +170,8 @@ class Store:
         self._pending_labels: list[int] = []
         self._pending_bytes = 0
         self._labels_cache: np.ndarray | None = None
+        self._checksums_cache: np.ndarray | None = None
+        self._checksummed = self.stores_checksums  # new stores; an existing one says in its metadata
         self._failed: str | None = None  # why a backend write failed; the writer can then only abort
         self._init_handles()
 
@@ -257,6 +268,7 @@ class Store:
         self.compression = compression
         self.level = meta.get("level")
         self._count = meta["count"]
+        self._checksummed = self.stores_checksums and meta.get("checksum") == checksum.ALGORITHM
         labelled = meta.get("labels")
         if labelled not in (True, False):
             raise CorruptStoreError(f"{self.path}: metadata 'labels' flag is missing")
@@ -329,6 +341,10 @@ class Store:
     def _get_labels(self) -> np.ndarray | None:
         raise NotImplementedError
 
+    def _get_checksums(self) -> np.ndarray | None:
+        """uint64 checksum per image (``stores_checksums`` backends)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------ writing
     def _check_writable(self) -> None:
         self._check_open()
@@ -399,9 +415,9 @@ class Store:
             self._write_pending()
             self._labelled = label_arr is not None
             with self._writing():
-                self._write(batch, label_arr, self._count)
+                self._write_checked(batch, label_arr, self._count)
             self._count += len(batch)
-            self._labels_cache = None
+            self._labels_cache = self._checksums_cache = None
             return
         if isinstance(images, (str, bytes)) or not isinstance(images, Iterable):
             raise InvalidImageError(
@@ -435,9 +451,18 @@ class Store:
         labels = np.asarray(self._pending_labels, dtype=np.int64) if self._pending_labels else None
         self._pending_labels = []
         self._pending_bytes = 0
-        self._labels_cache = None
+        self._labels_cache = self._checksums_cache = None
         with self._writing():
-            self._write(images, labels, self._count - len(images))
+            self._write_checked(images, labels, self._count - len(images))
+
+    def _write_checked(self, images: np.ndarray | list[np.ndarray], labels: np.ndarray | None, start: int) -> None:
+        """Hand images to the backend, with their checksums when it stores them."""
+        if self._checksummed:
+            self._write(images, labels, start, checksums=checksum.digests(images))
+        elif self.stores_checksums:
+            self._write(images, labels, start, checksums=None)  # appending to a store written without them
+        else:
+            self._write(images, labels, start)
 
     def _meta(self) -> dict[str, Any]:
         return {
@@ -449,6 +474,7 @@ class Store:
             "count": self._count,
             "labels": bool(self._labelled),
             "attrs": self._attrs.to_dict(),
+            **({"checksum": checksum.ALGORITHM} if self._checksummed else {}),
         }
 
     def flush(self) -> None:
@@ -589,7 +615,10 @@ class Store:
             return self.read_many(range(*index.indices(self._count)))
         i = self._index(index)
         self._ensure_reader()
-        return self._get(i)
+        image = self._get(i)
+        if self.verify:
+            self._verify([image], [i])
+        return image
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):
@@ -601,7 +630,10 @@ class Store:
         if indices is None:
             if self._count == 0:
                 return []
-            return self._get_all()
+            images = self._get_all()
+            if self.verify:
+                self._verify(images, range(self._count))
+            return images
         idx = np.asarray(indices if not isinstance(indices, range) else np.arange(
             indices.start, indices.stop, indices.step))
         if idx.size == 0:
@@ -613,7 +645,31 @@ class Store:
         if bad.any():
             raise IndexError(f"image index {int(idx[bad][0])} is out of range for a store of {n} images")
         idx = np.where(idx < 0, idx + n, idx).astype(np.int64)
-        return self._get_many(idx)
+        images = self._get_many(idx)
+        if self.verify:
+            self._verify(images, idx)
+        return images
+
+    @property
+    def checksums(self) -> np.ndarray | None:
+        """uint64 xxh3-64 digest of each image's raw pixels, or None for a store written without them."""
+        self._ensure_reader()
+        if not self._checksummed:
+            return None
+        if self._checksums_cache is None:
+            sums = self._get_checksums()
+            if sums is None or len(sums) != self._count:
+                raise CorruptStoreError(
+                    f"{self.path}: store records checksums but holds {0 if sums is None else len(sums)} "
+                    f"for {self._count} images"
+                )
+            self._checksums_cache = np.asarray(sums, np.uint64)
+        return self._checksums_cache.copy()
+
+    def _verify(self, images: Any, indices: Any) -> None:
+        sums = self.checksums
+        if sums is not None:
+            checksum.check(images, sums[np.asarray(indices, np.int64)], indices, f"{self.path}: ")
 
     @property
     def labels(self) -> np.ndarray | None:
@@ -652,7 +708,7 @@ class Store:
             raise TypeError(
                 f"a store open for writing (mode {self.mode!r}) cannot be pickled; pickle a read-mode store"
             )
-        return {"path": str(self.path), "options": dict(self.options), "meta": self._meta()}
+        return {"path": str(self.path), "options": dict(self.options), "meta": self._meta(), "verify": self.verify}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Nothing is opened here: the first read in this process opens the handles.
@@ -664,7 +720,8 @@ class Store:
         self._lock = None
         self._tmp = None
         self._pending, self._pending_labels, self._pending_bytes = [], [], 0
-        self._labels_cache = None
+        self._labels_cache = self._checksums_cache = None
+        self.verify = state.get("verify", False)
         self._failed = None
         self._init_handles()
         self._adopt_meta(state["meta"])
