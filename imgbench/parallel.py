@@ -51,6 +51,9 @@ def map_chunks(fn: Callable[[int, int], Any], n: int, threads: int | None = None
     failing chunk. Small jobs run inline: a thread hop costs more than a 32x32 PNG.
     """
     threads = default_threads() if threads is None else max(1, int(threads))
+    if threads > 1:
+        # Few, large items (CT slices): cut finer so every thread gets work.
+        chunk = max(1, min(chunk, -(-n // (4 * threads))))
     bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     if threads == 1 or len(bounds) <= 1:
         return [fn(s, e) for s, e in bounds]

@@ -135,3 +135,15 @@ def test_commit_records_are_as_readable_as_other_files(tmp_path):
         assert os.stat(tmp_path / "private.json").st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+def test_few_large_items_are_spread_over_threads():
+    """16 CT slices must not land in one 32-item chunk on one thread."""
+    import threading
+    import time
+
+    from imgbench import parallel
+
+    seen: set[int] = set()
+    parallel.map_items(lambda x: (seen.add(threading.get_ident()), time.sleep(0.01)), list(range(16)), threads=2)
+    assert len(seen) == 2
