@@ -667,9 +667,10 @@ class Store:
         return self._checksums_cache.copy()
 
     def _verify(self, images: Any, indices: Any) -> None:
-        sums = self.checksums
-        if sums is not None:
-            checksum.check(images, sums[np.asarray(indices, np.int64)], indices, f"{self.path}: ")
+        if self._checksums_cache is None and self.checksums is None:
+            return  # a store written without checksums
+        sums = self._checksums_cache[np.asarray(indices, np.int64)]  # no copy of the whole array per read
+        checksum.check(images, sums, indices, f"{self.path}: ")
 
     @property
     def labels(self) -> np.ndarray | None:

@@ -15,6 +15,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import xxhash
 
 import imgbench
 from imgbench.storage import npy, registry
@@ -57,7 +58,7 @@ def test_data_file_is_exactly_the_images_and_deterministic(tmp_path):
     a, b = build_ragged(tmp_path / "a"), build_ragged(tmp_path / "b")
     assert sorted(os.listdir(a)) == sorted([npy.COMMIT, npy.DATA, npy.INDEX])
     assert (a / npy.DATA).stat().st_size == sum(im.nbytes for im in RAGGED)
-    assert (a / npy.INDEX).stat().st_size == len(RAGGED) * npy.ROW == len(RAGGED) * 32
+    assert (a / npy.INDEX).stat().st_size == len(RAGGED) * npy.ROW == len(RAGGED) * 40
     for name in (npy.DATA, npy.INDEX, npy.COMMIT):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     meta = commit(a)
@@ -80,6 +81,8 @@ def test_plain_numpy_reads_the_layout(tmp_path):
         got = np.frombuffer(data, dtypes[int(row["dtype"])], count, int(row["offset"])).reshape(shape)
         assert got.tobytes() == im.tobytes() and got.shape == im.shape
     assert index["label"].tolist() == [10, 11, 12, 13, 14]
+    assert meta["checksum"] == "xxh3_64"
+    assert index["checksum"].tolist() == [xxhash.xxh3_64_intdigest(im.tobytes()) for im in RAGGED]
 
     images = build_uniform(tmp_path / "u")
     meta = commit(tmp_path / "u")
@@ -304,6 +307,9 @@ COMMIT_CASES = {
     "object dtype code": dict(uniform={"shape": [8, 6, 3], "dtype": "|O"}),
     "five channels": dict(uniform={"shape": [8, 6, 5], "dtype": "|u1"}),
     "foreign index layout": dict(index_dtype=[["offset", "<i4"]]),
+    "32-byte rows without checksums": dict(
+        index_dtype=[["offset", "<i8"], ["label", "<i8"], ["h", "<u4"], ["w", "<u4"], ["c", "<u4"], ["dtype", "<u4"]]
+    ),
     "other backend": dict(backend="disk"),
     "unknown compression": dict(compression="zstd"),
 }

@@ -9,14 +9,20 @@ Layout (a directory, readable with plain ``lmdb.open(path, readonly=True)``):
   codec id (0 none, 1 png, 2 zstd), dtype id (1 uint8, 2 uint16, 3 int16,
   4 float32), ndim (2 or 3), reserved 0, then H, W, C (C is 0 for 2-D).
 - main database, reserved keys: ``b"~imgbench/meta"`` -> JSON: format, version, backend, compression, level,
-  count, labels flag, attrs, and ``uniform`` ({shape, dtype} when all agree).
+  count, labels flag, attrs, ``uniform`` ({shape, dtype} when all agree) and
+  ``checksum`` (``"xxh3_64"``; absent in stores written before checksums).
 - ``b"~imgbench/labels/%08d" % k`` -> int64 little-endian labels of images
   ``k*65536 .. (k+1)*65536-1``; only the last chunk is rewritten on append.
+- ``b"~imgbench/checksums/%08d" % k`` -> uint64 little-endian xxh3-64 digests
+  of the raw pixels (little-endian, C order) of images ``k*65536 ..
+  (k+1)*65536-1``, chunked and appended like the labels; present exactly when
+  the metadata has ``checksum``. Read lazily, only for ``verify``/``checksums``.
 
-Every write is one transaction holding the images, their labels and the new
-count, so readers (other processes, any time) see whole images only, and a
-killed writer leaves the store as of its last commit. LMDB allows one writer;
-imgbench also locks the directory so a second appender gets a clear error.
+Every write is one transaction holding the images, their labels, their
+checksums and the new count, so readers (other processes, any time) see whole
+images only, never an image without its digest, and a killed writer leaves the
+store as of its last commit. LMDB allows one writer; imgbench also locks the
+directory so a second appender gets a clear error.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from ..store import Store
 
 META_KEY = b"~imgbench/meta"
 LABELS_PREFIX = b"~imgbench/labels/"
-LABEL_CHUNK = 1 << 16
+CHECKSUMS_PREFIX = b"~imgbench/checksums/"
+LABEL_CHUNK = 1 << 16  # entries per labels or checksums key
 HEADER = struct.Struct("<2sBBBBH3I")
 MAGIC = b"IB"
 HEADER_VERSION = 1
@@ -123,6 +130,10 @@ def _labels_key(chunk: int) -> bytes:
     return LABELS_PREFIX + b"%08d" % chunk
 
 
+def _checksums_key(chunk: int) -> bytes:
+    return CHECKSUMS_PREFIX + b"%08d" % chunk
+
+
 def _header(codec_id: int, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     dims = tuple(shape) + (0,) * (3 - len(shape))
     return HEADER.pack(MAGIC, HEADER_VERSION, codec_id, DTYPE_IDS[dtype], len(shape), 0, *dims)
@@ -131,6 +142,7 @@ def _header(codec_id: int, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
 class LMDBStore(Store):
     name = "lmdb"
     compressions = ("none", "png", "zstd")
+    stores_checksums = True
     option_defaults = {
         "map_size": None,  # bytes to reserve at first; grows on demand either way
         "readahead": "auto",  # OS readahead on the map: "auto" = by access pattern, True (scans), False (random)
@@ -357,7 +369,7 @@ class LMDBStore(Store):
         )
         return json.dumps(meta).encode()
 
-    def _write(self, images, labels, start) -> None:
+    def _write(self, images, labels, start, checksums=None) -> None:
         n = len(images)
         keys = memoryview(np.arange(start, start + n, dtype=">u8").tobytes())
         self._update_uniform(images)
@@ -377,21 +389,28 @@ class LMDBStore(Store):
             if added != n:
                 raise CorruptStoreError(f"{self.path}: {n - added} image keys already existed at index {start}")
             if labels is not None:
-                self._put_labels(txn, labels, start)
+                self._put_column(txn, _labels_key, labels.astype("<i8"), start)
+            if checksums is not None:
+                self._put_column(txn, _checksums_key, checksums.astype("<u8"), start)
             txn.put(META_KEY, meta)
 
         self._txn(work)
 
-    def _put_labels(self, txn: lmdb.Transaction, labels: np.ndarray, start: int) -> None:
-        pos, end = start, start + len(labels)
+    @staticmethod
+    def _put_column(txn: lmdb.Transaction, key, values: np.ndarray, start: int) -> None:
+        """Store 8-byte ``values`` of images ``start..`` in chunks of LABEL_CHUNK under ``key(chunk)``.
+
+        Only the chunk an append starts in is read back and rewritten.
+        """
+        pos, end = start, start + len(values)
         while pos < end:
             chunk = pos // LABEL_CHUNK
             chunk_start = chunk * LABEL_CHUNK
             take = min(end, chunk_start + LABEL_CHUNK) - pos
-            old = txn.get(_labels_key(chunk)) if pos > chunk_start else b""
+            old = txn.get(key(chunk)) if pos > chunk_start else b""
             old = bytes(old or b"")[: 8 * (pos - chunk_start)]
-            new = labels[pos - start : pos - start + take].astype("<i8").tobytes()
-            txn.put(_labels_key(chunk), old + new)
+            new = values[pos - start : pos - start + take].tobytes()
+            txn.put(key(chunk), old + new)
             pos += take
 
     def _flush(self, meta) -> None:
@@ -458,7 +477,10 @@ class LMDBStore(Store):
 
     def _decode(self, value, index: int) -> np.ndarray:
         dtype, shape, payload = self._parse(value, index)
-        return self._codec().decode(payload, dtype, shape)
+        try:
+            return self._codec().decode(payload, dtype, shape)
+        except CorruptStoreError as exc:  # the codec cannot know which image it was given
+            raise CorruptStoreError(f"{self.path}: image {index}: {exc}") from None
 
     def _get(self, index: int) -> np.ndarray:
         if self._advice is None or self._advice[2] != _MADV_RANDOM:
@@ -572,3 +594,25 @@ class LMDBStore(Store):
         if len(raw) < 8 * n:
             raise CorruptStoreError(f"{self.path}: labels are missing for some images")
         return np.frombuffer(raw[: 8 * n], dtype="<i8").astype(np.int64)
+
+    def _get_checksums(self) -> np.ndarray | None:
+        n = self._count
+        with self._read_txn() as txn:
+            # The count comes from metadata; bound it by the keys really stored
+            # (O(1)) before looping or allocating by it.
+            entries = txn.stat(self._db)["entries"]
+            if entries < n:
+                raise CorruptStoreError(f"{self.path}: {n} images recorded, {entries} stored")
+            out = np.empty(n, "<u8")
+            dest = memoryview(out.view(np.uint8))
+            for c in range((n + LABEL_CHUNK - 1) // LABEL_CHUNK):
+                lo, hi = 8 * c * LABEL_CHUNK, 8 * min(n, (c + 1) * LABEL_CHUNK)
+                value = txn.get(_checksums_key(c))
+                if value is None or len(value) < hi - lo:
+                    raise CorruptStoreError(
+                        f"{self.path}: checksums of images {lo // 8}..{hi // 8 - 1} are "
+                        f"{'missing' if value is None else 'truncated'} (key {_checksums_key(c)!r})"
+                    )
+                # Longer is fine: an appender may have committed more since we opened.
+                dest[lo:hi] = memoryview(value)[: hi - lo]
+        return out.astype(np.uint64, copy=False)

@@ -5,14 +5,17 @@ Layout (a directory, readable with plain numpy; every number little-endian):
 - ``data.bin``: every image's raw C-order bytes back to back, in image order,
   nothing else (no header, no padding). A store of uniform images is exactly
   ``np.memmap("data.bin", dtype, "r", shape=(count, *shape))``.
-- ``index.bin``: one 32-byte row per image, numpy structured dtype
+- ``index.bin``: one 40-byte row per image, numpy structured dtype
   ``[("offset", "<i8"), ("label", "<i8"), ("h", "<u4"), ("w", "<u4"),
-  ("c", "<u4"), ("dtype", "<u4")]``: byte offset of the image in ``data.bin``,
-  its label (0 when the store is unlabelled), its shape (``c`` is 0 for a 2-D
-  image) and its dtype id (1 uint8, 2 uint16, 3 int16, 4 float32).
-  Read it with ``np.fromfile("index.bin", dtype, count=count)``.
+  ("c", "<u4"), ("dtype", "<u4"), ("checksum", "<u8")]``: byte offset of the
+  image in ``data.bin``, its label (0 when the store is unlabelled), its shape
+  (``c`` is 0 for a 2-D image), its dtype id (1 uint8, 2 uint16, 3 int16,
+  4 float32) and the xxh3-64 digest of its raw bytes as stored in ``data.bin``
+  (``xxhash.xxh3_64_intdigest``; 0 in a store whose commit record has no
+  ``checksum``). Read it with ``np.fromfile("index.bin", dtype, count=count)``.
 - ``imgbench-npy.json``, the commit record: format, version, backend,
-  compression (always ``none``), level, count, labels flag, attrs, plus
+  compression (always ``none``), level, count, labels flag, attrs,
+  ``checksum`` (``"xxh3_64"``: the index's checksum column is valid), plus
   ``data_bytes`` (committed length of ``data.bin``), ``index_dtype`` (the row
   layout above, as ``dtype.descr``) and ``uniform`` (``{"shape", "dtype"}``
   when every image agrees, else null).
@@ -22,9 +25,11 @@ its pixels and index rows past the committed ends, fsyncs both, then replaces
 the commit record atomically (write a temporary, fsync, rename, fsync the
 directory). ``count`` and ``data_bytes`` in the commit record are the truth:
 bytes past them belong to an append that never committed; the next appender
-cuts them off and writes over them. So a writer killed at any point leaves the
-store of its last commit, a reader never sees a partial image, and appending
-costs only the new bytes (``in_place_append``).
+cuts them off and writes over them. An image's checksum lives in its index row,
+so the commit that makes the image count makes its digest count too. So a writer
+killed at any point leaves the store of its last commit, a reader never sees a
+partial image (nor one without its digest), and appending costs only the new
+bytes (``in_place_append``).
 
 Readers check that each file is at least as long as the commit record says
 *before* mapping ``data.bin`` and map exactly ``data_bytes``: touching mapped
@@ -57,9 +62,17 @@ COMMIT = "imgbench-npy.json"
 DATA = "data.bin"
 INDEX = "index.bin"
 INDEX_DTYPE = np.dtype(
-    [("offset", "<i8"), ("label", "<i8"), ("h", "<u4"), ("w", "<u4"), ("c", "<u4"), ("dtype", "<u4")]
+    [
+        ("offset", "<i8"),
+        ("label", "<i8"),
+        ("h", "<u4"),
+        ("w", "<u4"),
+        ("c", "<u4"),
+        ("dtype", "<u4"),
+        ("checksum", "<u8"),
+    ]
 )
-ROW = INDEX_DTYPE.itemsize  # 32
+ROW = INDEX_DTYPE.itemsize  # 40
 _MAX_COMMIT_BYTES = 64 << 20  # the commit record holds attrs, not per-image data
 _IOV_MAX = 1024
 #: itemsize per dtype id (0 = invalid id)
@@ -121,6 +134,7 @@ def _pread_exact(fd: int, nbytes: int, offset: int, what: str) -> np.ndarray:
 class NpyStore(Store):
     name = "npy"
     compressions = ("none",)
+    stores_checksums = True
     option_defaults = {
         "sync": True,  # fsync data, index and commit record before an append or a new store becomes visible
     }
@@ -349,7 +363,7 @@ class NpyStore(Store):
         self._uniform = None
 
     # ------------------------------------------------------------ writing
-    def _write(self, images, labels, start) -> None:
+    def _write(self, images, labels, start, checksums=None) -> None:
         if start != self._row_count:
             raise ImgbenchError(f"internal error: writing image {start} after {self._row_count} images")
         if isinstance(images, np.ndarray):
@@ -376,6 +390,8 @@ class NpyStore(Store):
             total = int(sizes.sum())
         if labels is not None:
             rows["label"] = labels
+        if checksums is not None:
+            rows["checksum"] = checksums
         try:
             # Pixels first, then their index rows; neither counts until the commit record says so.
             end = _pwrite_all(self._data_fd, buffers, self._data_end)
@@ -472,3 +488,13 @@ class NpyStore(Store):
         if rows is None:
             rows = _pread_exact(self._index_fd, n * ROW, 0, str(self.path / INDEX)).view(INDEX_DTYPE)
         return rows["label"][:n].astype(np.int64)
+
+    def _get_checksums(self) -> np.ndarray | None:
+        # Read on demand (a uniform reader never loads the index): the file was
+        # checked to hold ``count`` rows when the store was opened, and a read that
+        # comes up short now is a CorruptStoreError, not a short array.
+        n = self._count
+        rows = self._rows
+        if rows is None:
+            rows = _pread_exact(self._index_fd, n * ROW, 0, str(self.path / INDEX)).view(INDEX_DTYPE)
+        return rows["checksum"][:n].astype(np.uint64)
