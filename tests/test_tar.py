@@ -13,16 +13,19 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import xxhash
 
 import imgbench
 from imgbench.storage import registry
-from imgbench.storage.tar import COMMIT, INDEX, TarStore, member_header
+from imgbench.storage.tar import COMMIT, INDEX, INDEX_COLUMNS, TarStore, member_header
 
 from .conftest import sample, same
 
 wds = pytest.importorskip("webdataset")
 
 SHAPE = (16, 16, 3)
+NCOL = len(INDEX_COLUMNS)  # int64 per index row
+ROW = 8 * NCOL
 
 
 def images(n: int, start: int = 0, dtype=np.uint8) -> np.ndarray:
@@ -116,13 +119,16 @@ def test_index_readable_without_imgbench(tmp_path):
     path = tmp_path / "plain"
     batch = build(path, n=6, shard_bytes=8000)
     meta = commit(path)
-    rows = np.fromfile(path / INDEX, "<i8").reshape(-1, 8)[: meta["count"]]
+    rows = np.fromfile(path / INDEX, "<i8").reshape(-1, NCOL)[: meta["count"]]
     assert meta["index"]["columns"][:3] == ["shard", "offset", "size"]
-    for i, (k, offset, size, label, h, w, c, _dt) in enumerate(rows.tolist()):
+    assert meta["index"]["columns"][-1] == "checksum" and meta["checksum"] == "xxh3_64"
+    digests = rows[:, -1].view("<u8").tolist()
+    for i, (k, offset, size, label, h, w, c, _dt, _sum) in enumerate(rows.tolist()):
         with open(path / meta["shards"][k]["name"], "rb") as f:
             f.seek(offset)
             image = np.load(io.BytesIO(f.read(size)), allow_pickle=False)
         assert same(image, batch[i]) and (h, w, c) == SHAPE and label == i * 3 - 5
+        assert digests[i] == xxhash.xxh3_64_intdigest(image.tobytes())  # plain xxhash checks every image
 
 
 def test_detection_is_disjoint_from_disk(tmp_path):
@@ -204,7 +210,7 @@ def test_uncommitted_shards_of_a_dead_appender_are_ignored_then_replaced(tmp_pat
     before = {n: (path / n).read_bytes() for n in committed}
     subprocess.run([sys.executable, "-c", KILLED_APPENDER, str(path)], check=True)
     assert len(shards(path)) > len(committed), "the dead appender left shards behind"
-    assert os.path.getsize(path / INDEX) > 4 * 64, "and index rows"
+    assert os.path.getsize(path / INDEX) > 4 * ROW, "and index rows"
     with imgbench.open(path) as s:
         assert len(s) == 4 and same(s.read_many(), batch)
     extra = images(1, start=50)
@@ -212,7 +218,7 @@ def test_uncommitted_shards_of_a_dead_appender_are_ignored_then_replaced(tmp_pat
         s.append(extra[0], label=1)
     assert {n: (path / n).read_bytes() for n in committed} == before
     assert len(shards(path)) == len(committed) + 1, "leftovers were removed or overwritten"
-    assert os.path.getsize(path / INDEX) == 5 * 64
+    assert os.path.getsize(path / INDEX) == 5 * ROW
     with imgbench.open(path) as s:
         assert same(s.read_many(), np.concatenate([batch, extra]))
     ds = wds.WebDataset([str(path / n) for n in shards(path)], shardshuffle=False, empty_check=False).decode()
@@ -227,7 +233,7 @@ def test_aborted_append_removes_its_shards(tmp_path):
         with imgbench.open(path, "a") as s:
             s.extend(images(3, start=9), labels=[1, 2, 3])
             raise RuntimeError("boom")
-    assert shards(path) == names and os.path.getsize(path / INDEX) == 3 * 64
+    assert shards(path) == names and os.path.getsize(path / INDEX) == 3 * ROW
 
 
 def test_bulk_reads_match_single_reads(tmp_path):
@@ -260,7 +266,7 @@ def test_bad_options(tmp_path):
 
 # ------------------------------------------------------------------ hostile stores
 def rewrite_index(path, fn) -> None:
-    rows = np.fromfile(path / INDEX, "<i8").reshape(-1, 8)
+    rows = np.fromfile(path / INDEX, "<i8").reshape(-1, NCOL)
     fn(rows)
     rows.astype("<i8").tofile(path / INDEX)
 
@@ -389,7 +395,7 @@ def test_newer_format_version_is_refused(tmp_path):
 def test_png_bit_flip_and_npy_header_damage_are_detected(tmp_path):
     path = tmp_path / "png"
     build(path, n=4, compression="png")
-    rows = np.fromfile(path / INDEX, "<i8").reshape(-1, 8)
+    rows = np.fromfile(path / INDEX, "<i8").reshape(-1, NCOL)
     shard = path / "shard-000000.tar"
     data = bytearray(shard.read_bytes())
     data[rows[2, 1] + rows[2, 2] // 2] ^= 0x10  # inside IDAT: the chunk CRC catches it
@@ -404,7 +410,7 @@ def test_png_bit_flip_and_npy_header_damage_are_detected(tmp_path):
     path = tmp_path / "npy"
     batch = build(path, n=4, compression="none")
     shard = path / "shard-000000.tar"
-    rows = np.fromfile(path / INDEX, "<i8").reshape(-1, 8)
+    rows = np.fromfile(path / INDEX, "<i8").reshape(-1, NCOL)
     original = shard.read_bytes()
     for patch in (b"\x93NUMPY\x01\x00", b"garbage!", b"{'descr': '<f8'"):
         data = bytearray(original)

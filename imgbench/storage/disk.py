@@ -6,16 +6,24 @@ Layout (open any image with an image viewer, or ``np.load`` for raw ones):
   gray/gray+alpha/RGB/RGBA) or ``00000000.npy``, ... (compression ``none``:
   NumPy ``.npy`` files, no pickle); the name is the zero-padded image index;
 - ``imgbench.json``: format, version, backend, compression, level, count,
-  attrs, the labels flag, ``image_labels`` (one int per image when labelled) and
+  attrs, the labels flag, ``image_labels`` (one int per image when labelled),
   ``images``: ``{"shape", "dtype"}`` when every image agrees, else
-  ``{"shapes": [...], "dtypes": [...]}`` per image. PNG cannot tell ``(H, W)``
-  from ``(H, W, 1)``; the sidecar can.
+  ``{"shapes": [...], "dtypes": [...]}`` per image (PNG cannot tell ``(H, W)``
+  from ``(H, W, 1)``; the sidecar can), and, when ``checksum`` is ``"xxh3_64"``,
+  ``image_checksums``: one string of 16 hex digits per image, concatenated in
+  index order; digits ``16*i`` to ``16*i+16`` are the xxh3-64 digest of image
+  ``i``'s raw little-endian C-order pixels as ``xxhash.xxh3_64_hexdigest`` prints
+  it (``np.frombuffer(bytes.fromhex(s), ">u8")`` gives them all). Stores written
+  before checksums existed have neither key and stay checksum-less on append.
 
 The sidecar is the commit record: images are written first, synced, then the
 sidecar is replaced atomically, so a reader (or a crash) sees the store before or
-after an append, never in between. Files beyond ``count`` are leftovers of an
-interrupted append and are overwritten by the next one. Encoding and decoding run
-on a thread pool using every core (libpng releases the GIL).
+after an append, never in between. The digests live in the sidecar itself, so
+they are committed by that same rename as the count and the labels: no image is
+ever visible without its digest, nor a digest without its image. Files beyond
+``count`` are leftovers of an interrupted append and are overwritten by the next
+one. Encoding and decoding run on a thread pool using every core (libpng
+releases the GIL).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import atomic, codecs, parallel
+from .. import atomic, checksum, codecs, parallel
 from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
 from ..images import DTYPE_CODES, dtype_from_code
 from ..store import Store, stack_if_uniform
@@ -63,6 +71,7 @@ def _npy_decode(data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndar
 class DiskStore(Store):
     name = "disk"
     compressions = ("png", "none")
+    stores_checksums = True
     option_defaults = {
         "threads": None,  # encode/decode threads (None = all cores)
         "sync": True,  # sync the files and the sidecar before an append or a new store becomes visible
@@ -79,6 +88,8 @@ class DiskStore(Store):
         self._shapes = np.zeros((0, 3), np.int64)  # 0 in the third column for 2-D images
         self._dtypes: list[np.dtype] = []
         self._image_labels = np.zeros(0, np.int64)
+        self._sums = np.zeros(0, np.uint64)  # writer: digests of images 0..count-1
+        self._sums_hex: Any = None  # reader: the sidecar's image_checksums, decoded on first use
         self._uniform: tuple[tuple[int, ...], np.dtype] | None | bool = None
 
     @classmethod
@@ -139,7 +150,29 @@ class DiskStore(Store):
                     raise CorruptStoreError(f"{sidecar} has {len(self._image_labels)} labels for {count} images")
         except (TypeError, ValueError, OverflowError) as exc:
             raise CorruptStoreError(f"{sidecar} has malformed image entries ({exc})") from None
+        self._sums_hex = meta.get("image_checksums")
+        if self.mode == "a" and meta.get("checksum") == checksum.ALGORITHM:
+            # The appender rewrites every digest with the next commit: they must be whole now.
+            self._sums = self._decode_sums(count)
         return meta
+
+    def _decode_sums(self, count: int) -> np.ndarray | None:
+        """The sidecar's digests as uint64; None when absent, CorruptStoreError when malformed or the wrong length."""
+        text = self._sums_hex
+        if text is None:
+            if self.mode == "a":
+                raise CorruptStoreError(
+                    f"{self.path}/{SIDECAR} records checksums but has no image_checksums; "
+                    "run 'imgbench verify' and rewrite the store (imgbench convert)"
+                )
+            return None
+        if not isinstance(text, str) or len(text) != 16 * count:
+            got = len(text) / 16 if isinstance(text, str) else type(text).__name__
+            raise CorruptStoreError(f"{self.path}/{SIDECAR} has image_checksums for {got} of {count} images")
+        try:
+            return np.frombuffer(bytes.fromhex(text), ">u8").astype(np.uint64)
+        except ValueError:
+            raise CorruptStoreError(f"{self.path}/{SIDECAR}: image_checksums is not hexadecimal") from None
 
     def _open_reader(self) -> dict[str, Any]:
         # Holding the directory keeps this reader on the store it opened: if a
@@ -162,7 +195,7 @@ class DiskStore(Store):
         self._dir = target
 
     # ------------------------------------------------------------ writing
-    def _write(self, images, labels, start) -> None:
+    def _write(self, images, labels, start, checksums=None) -> None:
         items = images if isinstance(images, list) else list(images)
         codec, level = codecs.CODECS[self.compression], self.level
         encode = _npy_bytes if self.compression == "none" else (lambda im: codec.encode(im, level))
@@ -181,6 +214,8 @@ class DiskStore(Store):
         self._dtypes = self._dtypes[:start] + [im.dtype for im in items]
         if labels is not None:
             self._image_labels = np.concatenate([self._image_labels[:start], labels])
+        if checksums is not None:
+            self._sums = np.concatenate([self._sums[:start], checksums])
         kinds = {(im.shape, im.dtype) for im in items}
         if self._uniform is None:
             self._uniform = next(iter(kinds)) if len(kinds) == 1 else False
@@ -199,6 +234,10 @@ class DiskStore(Store):
             }
         if meta["labels"]:
             meta["image_labels"] = self._image_labels[:n].tolist()
+        if meta.get("checksum") == checksum.ALGORITHM:
+            if len(self._sums) < n:
+                raise ImgbenchError(f"internal error: {len(self._sums)} checksums for {n} images")
+            meta["image_checksums"] = self._sums[:n].astype(">u8").tobytes().hex()
         sync = self.options["sync"]
         try:
             if sync:
@@ -259,3 +298,6 @@ class DiskStore(Store):
 
     def _get_labels(self) -> np.ndarray | None:
         return self._image_labels[: self._count].copy()
+
+    def _get_checksums(self) -> np.ndarray | None:
+        return self._decode_sums(self._count)

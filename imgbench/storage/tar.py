@@ -9,20 +9,26 @@ Layout (a directory; stream the shards with ``webdataset``, list them with ``tar
   when the store is labelled, ``<key>.cls`` holding the label as ASCII decimal
   (the webdataset convention). ``key`` is the zero-padded image index
   (``00000042``). Only regular files, no directories, mode 0644, mtime 0.
-- ``imgbench-tar.index``: the index, ``count`` rows of 8 little-endian int64:
+- ``imgbench-tar.index``: the index, ``count`` rows of 9 little-endian int64:
   shard number, byte offset of the image member's data in that shard, its size,
   label (0 when unlabelled), height, width, channels (0 for 2-D), dtype id (1
-  uint8, 2 uint16, 3 int16, 4 float32). ``np.fromfile(p, "<i8").reshape(-1, 8)[:count]``.
+  uint8, 2 uint16, 3 int16, 4 float32), checksum: the xxh3-64 digest of the
+  image's raw little-endian C-order pixels, its 64 bits stored as an int64 (read
+  the column with ``.view("<u8")``; 0 in a store whose commit record names no
+  ``checksum``). ``np.fromfile(p, "<i8").reshape(-1, 9)[:count]``.
 - ``imgbench-tar.json``: the commit record, written last and atomically: the
   common imgbench header (format, version, backend, compression, level, count,
-  labels flag, attrs) plus ``shards``: ``[{"name", "size", "samples"}, ...]``.
+  labels flag, attrs, ``"checksum": "xxh3_64"`` when the index holds digests)
+  plus ``shards``: ``[{"name", "size", "samples"}, ...]`` and ``index``:
+  ``{"file", "dtype": "<i8", "columns": [...]}`` naming the nine columns.
   Its ``count`` and shard list are the truth; anything beyond them is a leftover
   of an interrupted append.
 
 Crash safety: committed shards are never written again (an append starts new
 shard files; tar's end-of-archive blocks make appending in place unsafe), index
 rows below the committed count are never written again (new rows go after
-them), and the commit record is replaced by rename after the new shards and rows
+them; an image's digest is in its own row, so it is committed with it), and the
+commit record is replaced by rename after the new shards and rows
 are synced. So a killed appender leaves the old store, and a reader sees the
 old or the new count with every image whole. Readers open every file relative
 to the directory they opened, without following symlinks, and bounds-check the
@@ -54,9 +60,11 @@ from .disk import _npy_decode
 
 COMMIT = "imgbench-tar.json"
 INDEX = "imgbench-tar.index"
-INDEX_COLUMNS = ("shard", "offset", "size", "label", "height", "width", "channels", "dtype")
-SHARD, OFFSET, SIZE, LABEL, HEIGHT, WIDTH, CHANNELS, DTYPE = range(8)
-_ROW = 8 * 8
+INDEX_COLUMNS = ("shard", "offset", "size", "label", "height", "width", "channels", "dtype", "checksum")
+SHARD, OFFSET, SIZE, LABEL, HEIGHT, WIDTH, CHANNELS, DTYPE, CHECKSUM = range(9)
+_NCOL = len(INDEX_COLUMNS)
+_ROW = 8 * _NCOL
+_KIND = slice(HEIGHT, DTYPE + 1)  # the columns that give an image's shape and dtype
 _BLOCK = 512
 _EOA = bytes(2 * _BLOCK)  # tar end-of-archive: two zero blocks
 _SHARD_RE = re.compile(r"shard-([0-9]{6,9})\.tar")
@@ -132,6 +140,7 @@ def _pread_exact(fd: int, size: int, offset: int, what: str) -> bytes:
 class TarStore(Store):
     name = "tar"
     compressions = ("png", "none")
+    stores_checksums = True
     option_defaults = {
         "shard_bytes": 256 << 20,  # a shard rolls over when the next sample would make it bigger
         "threads": None,  # encode/decode threads (None = all cores)
@@ -149,7 +158,7 @@ class TarStore(Store):
     def _init_handles(self) -> None:
         # reader
         self._dirfd: int | None = None  # every file is opened relative to the directory opened first
-        self._table = np.zeros((0, 8), np.int64)
+        self._table = np.zeros((0, _NCOL), np.int64)
         self._shards: list[dict[str, Any]] = []
         self._fds: dict[int, int] = {}
         self._fd_lock = threading.Lock()
@@ -204,6 +213,13 @@ class TarStore(Store):
         meta = check_meta(meta, self.name, self.path)
         count = meta["count"]
         self._shards = self._check_shards(meta.get("shards"))
+        index = meta.get("index")
+        columns = index.get("columns") if isinstance(index, dict) else None
+        if columns != list(INDEX_COLUMNS) or index.get("dtype") != "<i8":
+            raise CorruptStoreError(
+                f"{self.path}/{COMMIT} describes index columns {columns!r}; this imgbench reads "
+                f"{list(INDEX_COLUMNS)} (<i8). Damaged, or written by a development version: rewrite it"
+            )
         try:
             fd = self._open_in_dir(INDEX)
         except FileNotFoundError:
@@ -223,11 +239,11 @@ class TarStore(Store):
             raw = _pread_exact(fd, count * _ROW, 0, f"{self.path}/{INDEX}") if count else b""
         finally:
             os.close(fd)
-        rows = np.frombuffer(raw, "<i8").reshape(count, 8).astype(np.int64)
+        rows = np.frombuffer(raw, "<i8").reshape(count, _NCOL).astype(np.int64)
         self._check_index(rows, meta.get("compression"))
         self._table = rows
         self._uniform = None
-        if count and (rows[:, HEIGHT:] == rows[0, HEIGHT:]).all():
+        if count and (rows[:, _KIND] == rows[0, _KIND]).all():
             self._uniform = self._kind(0)
         return meta
 
@@ -293,7 +309,7 @@ class TarStore(Store):
             self._committed_shards = len(self._shards)
             self._remove_leftovers()
             self._index_fd = self._open_in_dir(INDEX, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-            self._table = np.zeros((0, 8), np.int64)  # the appender needs no committed rows
+            self._table = np.zeros((0, _NCOL), np.int64)  # the appender needs no committed rows
             return meta
         except BaseException:
             self._close_fds()
@@ -323,7 +339,7 @@ class TarStore(Store):
         le = image.dtype.newbyteorder("<")
         return self._npy_header(image.shape, image.dtype) + np.ascontiguousarray(image, dtype=le).tobytes()
 
-    def _write(self, images, labels, start) -> None:
+    def _write(self, images, labels, start, checksums=None) -> None:
         n = len(images)
         per = max(1, _ENCODE_BYTES // max(1, images[0].nbytes))
         try:
@@ -334,16 +350,24 @@ class TarStore(Store):
                 else:
                     codec, level = codecs.CODECS[self.compression], self.level
                     blobs = parallel.map_items(lambda im: codec.encode(im, level), part, self.options["threads"], 16)
-                self._add_samples(part, blobs, None if labels is None else labels[s : s + per], start + s)
+                self._add_samples(
+                    part,
+                    blobs,
+                    None if labels is None else labels[s : s + per],
+                    None if checksums is None else checksums[s : s + per],
+                    start + s,
+                )
             self._drain()
         except OSError as exc:
             raise ImgbenchError(f"writing tar shards to {self._dir} failed: {exc}") from exc
 
-    def _add_samples(self, images, blobs: list[bytes], labels: np.ndarray | None, start: int) -> None:
+    def _add_samples(
+        self, images, blobs: list[bytes], labels: np.ndarray | None, checksums: np.ndarray | None, start: int
+    ) -> None:
         cap = self.options["shard_bytes"]
         ext = codecs.CODECS[self.compression].suffix.encode()
         label_list = None if labels is None else labels.tolist()
-        rows = np.zeros((len(blobs), 8), np.int64)
+        rows = np.zeros((len(blobs), _NCOL), np.int64)
         for j, blob in enumerate(blobs):
             key = b"%08d" % (start + j)
             size = len(blob)
@@ -358,7 +382,7 @@ class TarStore(Store):
             self._buf += pieces
             self._buf_len += sample
             shape = images[j].shape
-            rows[j] = (
+            rows[j, :CHECKSUM] = (
                 len(self._shards), cur["pos"] + _BLOCK, size, 0 if cls is None else label_list[j],
                 shape[0], shape[1], shape[2] if len(shape) == 3 else 0, DTYPE_IDS[images[j].dtype],
             )
@@ -366,6 +390,8 @@ class TarStore(Store):
             cur["samples"] += 1
             if self._buf_len >= _WRITE_BYTES:
                 self._drain()
+        if checksums is not None:
+            rows[:, CHECKSUM] = np.asarray(checksums, np.uint64).view(np.int64)
         self._rows.append(rows)
 
     def _drain(self) -> None:
@@ -544,7 +570,7 @@ class TarStore(Store):
                 os.close(fd)
 
     def _kind(self, index: int) -> tuple[tuple[int, ...], np.dtype]:
-        _, _, _, _, h, w, c, dt = self._table[index].tolist()
+        h, w, c, dt = self._table[index, _KIND].tolist()
         return ((h, w, c) if c else (h, w)), _DTYPE_BY_ID[dt]
 
     def _npy_header(self, shape: tuple[int, ...], dtype: np.dtype) -> bytes:
@@ -595,7 +621,7 @@ class TarStore(Store):
     def _get_many(self, indices: np.ndarray) -> np.ndarray | list[np.ndarray]:
         idx = np.asarray(indices, np.int64)
         n = len(idx)
-        kinds = self._table[idx, HEIGHT:]
+        kinds = self._table[idx, _KIND]
         uniform = bool((kinds == kinds[0]).all())
         order, runs = self._runs(idx)
         order_l, idx_l = order.tolist(), idx.tolist()
@@ -640,3 +666,7 @@ class TarStore(Store):
 
     def _get_labels(self) -> np.ndarray | None:
         return self._table[: self._count, LABEL].copy()
+
+    def _get_checksums(self) -> np.ndarray | None:
+        # Part of the index every reader loads anyway: nothing extra to read or check.
+        return self._table[: self._count, CHECKSUM].view(np.uint64).copy()
