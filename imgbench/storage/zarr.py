@@ -16,6 +16,12 @@ A store is a zarr v3 group (a directory) that plain zarr-python reads:
   ``shapes`` (int64, R x 3, the third entry 0 for 2-D images) and ``dtypes``
   (uint8 ids, see ``dtype_ids``).
 - ``labels`` (int64, count) when the store is labelled.
+- ``checksums`` (uint64, count) when the record has ``"checksum": "xxh3_64"``:
+  the xxh3-64 digest of each image's raw little-endian C-order pixel bytes
+  (``xxhash.xxh3_64_intdigest``), so a damaged image is named even where a
+  chunk's CRC cannot say which image it held. Written like ``labels``, before
+  the commit record that counts them; stores written before checksums have
+  neither the key nor the array, and appending to them keeps it that way.
 
 Every array uses the sharding codec: inner chunks of ~128 KiB (the unit zarr
 decodes; zarr spends ~0.1-0.5 ms of Python per chunk, so tiny chunks make bulk
@@ -26,9 +32,9 @@ separator ``.``: one flat directory per array). Inner chunks carry a CRC-32C
 (so do zarr's shard indexes), so a bit flip or truncation is an error for every
 compression: ``none``, ``zstd`` (level 1-22, default 3) and ``blosc`` (lz4
 inside blosc, level 0-9, default 5) compress ``images`` and ``data``; the small
-per-image arrays (labels, offsets, shapes, dtypes) are always zstd level 3, so
-their zero-padded last chunk costs no disk. Options (used when an array is
-created): ``shard_images``, ``chunk_images``, ``threads`` (zarr's
+per-image arrays (labels, checksums, offsets, shapes, dtypes) are always zstd
+level 3, so their zero-padded last chunk costs no disk. Options (used when an
+array is created): ``shard_images``, ``chunk_images``, ``threads`` (zarr's
 ``async.concurrency`` while imgbench calls zarr; a process-wide setting) and
 ``sync``.
 
@@ -42,6 +48,7 @@ Reading with plain zarr-python (``pip install zarr>=3``)::
     image = lambda j: data[off[j]:off[j + 1]].view(meta["dtype_ids"][str(ids[j])]).reshape(
         [d for d in shapes[j] if d])            # image u + j
     labels = g["labels"][:n] if meta["labels"] else None
+    sums = g["checksums"][:n] if meta.get("checksum") and n else None  # xxh3_64 of each image
 
 Appending (mode ``a``) happens in place and is crash-safe without copying the
 store: every object is written whole under a temporary name and renamed over
@@ -96,7 +103,7 @@ from zarr.core.buffer.cpu import NDBuffer
 from zarr.core.sync import sync as _zsync
 from zarr.storage import LocalStore
 
-from .. import atomic
+from .. import atomic, checksum
 from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
 from ..images import DTYPE_CODES, DTYPE_IDS, dtype_from_code, dtype_from_id
 from ..store import Store, check_meta, stack_if_uniform
@@ -115,17 +122,18 @@ _MAX_INDEX_ENTRIES = 1 << 20
 #: largest compression ratio a genuine chunk reaches (zstd on zeros: ~33,000; blosc ~18,000)
 _MAX_RATIO = {"none": 1, "zstd": 1 << 16, "blosc": 1 << 16}
 #: the per-image index arrays are always zstd: their padded last chunk then costs no disk
-_INDEX_ARRAYS = frozenset({"labels", "offsets", "shapes", "dtypes"})
+_INDEX_ARRAYS = frozenset({"labels", "checksums", "offsets", "shapes", "dtypes"})
 _INDEX_LEVEL = 3
 _SLACK_BYTES = 1 << 20
 _MAX_RECORD_BYTES = 64 << 20
 _MAX_ARRAY_JSON_BYTES = 1 << 20
 _ALLOWED_CODECS = frozenset({"sharding_indexed", "bytes", "crc32c", "zstd", "blosc"})
-_ARRAYS = ("images", "labels", "data", "offsets", "shapes", "dtypes")
+_ARRAYS = ("images", "labels", "checksums", "data", "offsets", "shapes", "dtypes")
 _RAGGED = ("data", "offsets", "shapes", "dtypes")
 #: (dtype, row shape) of the fixed arrays, and their rows per inner chunk
 _FIXED: dict[str, tuple[np.dtype, tuple[int, ...], int]] = {
     "labels": (np.dtype("<i8"), (), 32768),
+    "checksums": (np.dtype("<u8"), (), 32768),
     "offsets": (np.dtype("<i8"), (), 32768),
     "shapes": (np.dtype("<i8"), (3,), 8192),
     "dtypes": (np.dtype("u1"), (), 262144),
@@ -326,6 +334,7 @@ def _codec_names(codecs: Any) -> Iterator[str]:
 class ZarrStore(Store):
     name = "zarr"
     compressions = ("none", "zstd", "blosc")
+    stores_checksums = True
     option_defaults = {
         "shard_images": None,  # images per shard object of the images array (None = ~16 MiB of raw pixels)
         "chunk_images": None,  # images per inner chunk, the unit zarr decodes (None = ~128 KiB)
@@ -477,11 +486,13 @@ class ZarrStore(Store):
         self._store, self._target = store, target
         self._uniform, self._ucount, self._rcount = uniform, ucount, count - ucount
         labelled = meta.get("labels") is True and count > 0
+        checksummed = meta.get("checksum") == checksum.ALGORITHM and count > 0
         wanted = ["images"] if ucount else []
         wanted += list(_RAGGED) if self._rcount else []
         wanted += ["labels"] if labelled else []
+        wanted += ["checksums"] if checksummed else []
         self._arrays = {name: self._open_array(name, mode) for name in wanted}
-        lengths = {"images": ucount, "labels": count, "offsets": self._rcount + 1,
+        lengths = {"images": ucount, "labels": count, "checksums": count, "offsets": self._rcount + 1,
                    "shapes": self._rcount, "dtypes": self._rcount, "data": 0}
         for name, arr in self._arrays.items():
             if arr.shape[0] < lengths[name]:
@@ -542,6 +553,7 @@ class ZarrStore(Store):
             self._sizes = {}
             # The last shard of each array may be rewritten by an appender: read one version of it.
             for name, last in (("images", self._ucount - 1), ("labels", meta["count"] - 1),
+                               ("checksums", meta["count"] - 1),
                                ("offsets", self._rcount), ("shapes", self._rcount - 1),
                                ("dtypes", self._rcount - 1)):
                 if name in self._arrays and last >= 0:
@@ -633,7 +645,7 @@ class ZarrStore(Store):
 
         self._writing_zarr(f"array {arr.path!r}", write)
 
-    def _write(self, images, labels, start) -> None:
+    def _write(self, images, labels, start, checksums=None) -> None:
         if start != self._ucount + self._rcount:
             raise ImgbenchError(f"internal error: writing at {start}, the store holds {self._ucount + self._rcount}")
         if isinstance(images, np.ndarray):
@@ -655,6 +667,8 @@ class ZarrStore(Store):
                 self._write_ragged(images[n_uniform:])
         if labels is not None:
             self._put(self._ensure("labels"), start, np.asarray(labels, np.int64))
+        if checksums is not None:
+            self._put(self._ensure("checksums"), start, np.asarray(checksums, "<u8"))
 
     def _write_uniform(self, kind: tuple[tuple[int, ...], np.dtype], batch: np.ndarray) -> None:
         self._uniform = (tuple(kind[0]), np.dtype(kind[1]))
@@ -768,12 +782,16 @@ class ZarrStore(Store):
         chunk, shard = int(arr.chunks[0]), self._shard_rows(name)
         self._check(name, len(np.unique(rows // chunk)), np.unique(rows // shard))
 
-    def _rows(self, name: str, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+    def _rows(
+        self, name: str, start: int, stop: int, out: np.ndarray | None = None, what: str | None = None
+    ) -> np.ndarray:
+        """Rows ``start:stop`` of array ``name``; ``what`` names them in errors (default: the array)."""
         self._check_range(name, start, stop)
         arr = self._arrays[name]
+        what = what or name
         if out is None:
-            return self._reading(name, lambda: arr[start:stop])
-        self._reading(name, lambda: arr.get_basic_selection(slice(start, stop), out=NDBuffer.from_numpy_array(out)))
+            return self._reading(what, lambda: arr[start:stop])
+        self._reading(what, lambda: arr.get_basic_selection(slice(start, stop), out=NDBuffer.from_numpy_array(out)))
         return out
 
     def _uniform_many(self, idx: np.ndarray) -> np.ndarray:
@@ -820,7 +838,7 @@ class ZarrStore(Store):
             self._ragged = (offsets, shapes, ids)
         return self._ragged
 
-    def _ragged_images(self, positions: np.ndarray) -> list[np.ndarray]:
+    def _ragged_images(self, positions: np.ndarray, what: str | None = None) -> list[np.ndarray]:
         """Ragged images ``positions`` in that order; nearby byte ranges are read in one zarr call."""
         offsets, shapes, ids = self._ragged_index()
         uniq, inverse = np.unique(positions, return_inverse=True)
@@ -832,7 +850,7 @@ class ZarrStore(Store):
             while end < len(uniq) and starts[end] - stops[end - 1] <= _CHUNK_BYTES:
                 end += 1
             base = int(starts[k])
-            blob = self._rows("data", base, int(stops[end - 1]))
+            blob = self._rows("data", base, int(stops[end - 1]), what=what)
             for j in range(k, end):
                 dtype = dtype_from_id(int(ids[uniq[j]]))
                 dims = tuple(int(d) for d in shapes[uniq[j]] if d)
@@ -842,9 +860,10 @@ class ZarrStore(Store):
         return [images[i] for i in inverse.reshape(-1)]
 
     def _get(self, index: int) -> np.ndarray:
+        what = f"image {index}"
         if index < self._ucount:
-            return self._rows("images", index, index + 1)[0]
-        return self._ragged_images(np.array([index - self._ucount]))[0]
+            return self._rows("images", index, index + 1, what=what)[0]
+        return self._ragged_images(np.array([index - self._ucount]), what=what)[0]
 
     def _get_many(self, indices: np.ndarray) -> np.ndarray | list[np.ndarray]:
         in_uniform = indices < self._ucount
@@ -873,3 +892,8 @@ class ZarrStore(Store):
 
     def _get_labels(self) -> np.ndarray | None:
         return self._rows("labels", 0, self._count).astype(np.int64)
+
+    def _get_checksums(self) -> np.ndarray | None:
+        if not self._count:
+            return np.zeros(0, np.uint64)  # an empty store has no array yet
+        return self._rows("checksums", 0, self._count).astype(np.uint64)
