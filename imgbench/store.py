@@ -458,7 +458,7 @@ class Store:
     def _write_checked(self, images: np.ndarray | list[np.ndarray], labels: np.ndarray | None, start: int) -> None:
         """Hand images to the backend, with their checksums when it stores them."""
         if self._checksummed:
-            self._write(images, labels, start, checksums=checksum.digests(images))
+            self._write(images, labels, start, checksums=checksum.digests(images, labels))
         elif self.stores_checksums:
             self._write(images, labels, start, checksums=None)  # appending to a store written without them
         else:
@@ -652,7 +652,7 @@ class Store:
 
     @property
     def checksums(self) -> np.ndarray | None:
-        """uint64 xxh3-64 digest of each image's raw pixels, or None for a store written without them."""
+        """uint64 xxh3-64 of each image's raw pixels seeded with its label, or None for a store written without them."""
         self._ensure_reader()
         if not self._checksummed:
             return None
@@ -669,8 +669,12 @@ class Store:
     def _verify(self, images: Any, indices: Any) -> None:
         if self._checksums_cache is None and self.checksums is None:
             return  # a store written without checksums
-        sums = self._checksums_cache[np.asarray(indices, np.int64)]  # no copy of the whole array per read
-        checksum.check(images, sums, indices, f"{self.path}: ")
+        idx = np.asarray(indices, np.int64)
+        sums = self._checksums_cache[idx]  # no copy of the whole array per read
+        if self._labelled and self._labels_cache is None:
+            self.labels  # noqa: B018 - load and check them once
+        labels = self._labels_cache[idx] if self._labelled else None
+        checksum.check(images, sums, indices, f"{self.path}: ", labels)
 
     @property
     def labels(self) -> np.ndarray | None:

@@ -52,10 +52,15 @@ def smooth(n: int) -> np.ndarray:
     return np.stack(planes).astype(np.uint8)
 
 
+def build_labels(n: int) -> np.ndarray:
+    """The labels ``build`` writes (the seeds of the stored digests)."""
+    return np.arange(n) * 2 + 1
+
+
 def build(path: Path, cfg, batch, labels=True, **options) -> None:
     backend, compression = cfg
     with imgbench.open(path, "w", backend=backend, compression=compression, **options) as s:
-        s.extend(batch, labels=np.arange(len(batch)) * 2 + 1 if labels else None)
+        s.extend(batch, labels=build_labels(len(batch)) if labels else None)
 
 
 def record_name(backend: str) -> str:
@@ -244,14 +249,19 @@ def test_checksums_are_the_digests_and_survive_append(tmp_path, cfg):
         s.flush()
         s.extend(extra[2:], labels=list(range(102, 102 + len(extra) - 2)))
     everything = list(first) + extra
-    expected = np.concatenate([checksum.digests(first), checksum.digests(extra)])
-    assert np.array_equal(expected, checksum.digests(everything))
+    extra_labels = [100, 101, *range(102, 102 + len(extra) - 2)]
+    labels = [*build_labels(len(first)).tolist(), *extra_labels]
+    expected = np.concatenate(
+        [checksum.digests(first, build_labels(len(first))), checksum.digests(extra, extra_labels)]
+    )
+    assert np.array_equal(expected, checksum.digests(everything, labels))
     with imgbench.open(path, verify=True) as s:
         assert s.checksums.dtype == np.uint64 and np.array_equal(s.checksums, expected)
         for i, image in enumerate(everything):
             assert same(s[i], image)
         back = s.read_many()
         assert all(same(a, b) for a, b in zip(back, everything))
+        assert s.labels.tolist() == labels
         twin = pickle.loads(pickle.dumps(s))  # a worker process's copy still verifies
         assert twin.verify and np.array_equal(twin.checksums, expected) and same(twin[5], everything[5])
     report = verify(path)
@@ -259,9 +269,12 @@ def test_checksums_are_the_digests_and_survive_append(tmp_path, cfg):
     assert cli_verify(path).returncode == 0
     meta = record(path, backend)
     assert meta["checksum"] == "xxh3_64"
-    # Plain tools read them: xxhash over the image's raw little-endian bytes.
+    # Plain tools read them: xxhash over the image's raw little-endian bytes, seeded with its label.
     with imgbench.open(path) as s:
-        plain = [xxhash.xxh3_64_hexdigest(np.ascontiguousarray(s[i]).tobytes()) for i in range(len(s))]
+        plain = [
+            xxhash.xxh3_64_hexdigest(np.ascontiguousarray(s[i]).tobytes(), seed=labels[i] & 0xFFFFFFFFFFFFFFFF)
+            for i in range(len(s))
+        ]
     if backend == "disk":
         text = meta["image_checksums"]
         assert [text[16 * i : 16 * i + 16] for i in range(len(everything))] == plain
@@ -303,13 +316,16 @@ def test_killed_appender_leaves_old_images_with_their_digests(tmp_path, cfg):
     )
     subprocess.run([sys.executable, "-c", killed, str(path)], check=True, timeout=120)
     with imgbench.open(path, verify=True) as s:
-        assert len(s) == 4 and np.array_equal(s.checksums, checksum.digests(batch)) and same(s.read_many(), batch)
+        assert len(s) == 4 and np.array_equal(s.checksums, checksum.digests(batch, build_labels(4)))
+        assert same(s.read_many(), batch) and s.labels.tolist() == build_labels(4).tolist()
     extra = photos(2, start=40)
     with imgbench.open(path, "a") as s:
         s.extend(extra, labels=[1, 2])
     with imgbench.open(path, verify=True) as s:
         both = np.concatenate([batch, extra])
-        assert np.array_equal(s.checksums, checksum.digests(both)) and same(s.read_many(), both)
+        both_labels = [*build_labels(4).tolist(), 1, 2]
+        assert np.array_equal(s.checksums, checksum.digests(both, both_labels)) and same(s.read_many(), both)
+        assert s.labels.tolist() == both_labels
     assert verify(path).ok
 
 

@@ -153,16 +153,17 @@ def test_hdf5_checksums_are_the_digests_and_plain_h5py_reads_them(tmp_path):
     with imgbench.open(path) as s:
         sums = s.checksums
         assert sums.dtype == np.uint64 and len(sums) == 30
-        assert (sums == checksum.digests(images)).all()
+        assert (sums == checksum.digests(images, np.arange(30))).all()  # h5_build's labels are the seeds
     with h5py.File(path, "r") as f:
         assert '"checksum": "xxh3_64"' in f.attrs["imgbench"]
         ds = f["checksums"]
         assert ds.dtype == np.dtype("<u8") and ds.shape == (30,) and ds.fletcher32
-        assert ds[5] == xxhash.xxh3_64_intdigest(images[5].tobytes())
+        assert ds[5] == xxhash.xxh3_64_intdigest(images[5].tobytes(), seed=int(f["labels"][5]))
+        assert f["labels"][5] == 5
     items = mixed(9)
     h5_build(path, items, "zstd")
     with imgbench.open(path, verify=True) as s:
-        assert (s.checksums == checksum.digests(items)).all()
+        assert (s.checksums == checksum.digests(items, np.arange(9))).all()
         assert all(same(a, b) for a, b in zip(s.read_many(), items))
 
 
@@ -177,12 +178,13 @@ def test_hdf5_checksums_survive_appends_and_the_switch_to_ragged(tmp_path):
     with imgbench.open(path, "a") as s:
         s.extend(third, labels=np.arange(4))
     everything = list(first) + list(second) + third
+    labels = list(range(10)) + list(range(5)) + list(range(4))
     with h5py.File(path, "r") as f:
         assert '"ragged"' in f.attrs["imgbench"] and f["checksums"].shape == (19,)
     with imgbench.open(path, verify=True) as s:
-        assert (s.checksums == checksum.digests(everything)).all()
+        assert (s.checksums == checksum.digests(everything, labels)).all()
         assert all(same(a, b) for a, b in zip(s.read_many(), everything))
-        assert s.labels.tolist() == list(range(10)) + list(range(5)) + list(range(4))
+        assert s.labels.tolist() == labels
     assert verify(path).ok and main(["verify", "-q", str(path)]) == 0
     # An append that never closes leaves the published store and its digests as they were.
     s = imgbench.open(path, "a")
@@ -304,16 +306,19 @@ def test_zarr_checksums_are_the_digests_and_plain_zarr_reads_them(tmp_path):
     images = zarr_build(path, batch(30), "zstd")
     with imgbench.open(path) as s:
         sums = s.checksums
-        assert sums.dtype == np.uint64 and (sums == checksum.digests(images)).all()
+        assert sums.dtype == np.uint64 and (sums == checksum.digests(images, np.arange(30))).all()
     g = zarr.open_group(str(path), mode="r")
     meta = g.attrs["imgbench"]
     assert meta["checksum"] == "xxh3_64"
     stored = g["checksums"][: meta["count"]]
-    assert stored.dtype == np.dtype("<u8") and stored[7] == xxhash.xxh3_64_intdigest(images[7].tobytes())
+    labels = g["labels"][: meta["count"]]
+    assert labels[7] == 7
+    assert stored.dtype == np.dtype("<u8")
+    assert stored[7] == xxhash.xxh3_64_intdigest(images[7].tobytes(), seed=int(labels[7]))
     items = mixed(10)
     zarr_build(path, items, "blosc")
     with imgbench.open(path, verify=True) as s:
-        assert (s.checksums == checksum.digests(items)).all()
+        assert (s.checksums == checksum.digests(items, np.arange(10))).all()
         assert all(same(a, b) for a, b in zip(s.read_many(), items))
 
 
@@ -335,9 +340,11 @@ def test_zarr_checksums_survive_appends_and_uncommitted_ones_are_ignored(tmp_pat
     with imgbench.open(path, "a") as s:  # overwrites the uncommitted rows
         s.extend(third, labels=np.arange(5))
     everything = list(first) + list(second) + third
+    labels = list(range(10)) + list(range(7)) + list(range(5))
     with imgbench.open(path, verify=True) as s:
-        assert (s.checksums == checksum.digests(everything)).all()
+        assert (s.checksums == checksum.digests(everything, labels)).all()
         assert all(same(a, b) for a, b in zip(s.read_many(), everything))
+        assert s.labels.tolist() == labels
     assert verify(path).ok and main(["verify", "-q", str(path)]) == 0
 
 

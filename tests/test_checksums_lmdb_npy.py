@@ -148,7 +148,8 @@ def test_flipped_bit_in_one_image_is_found(tmp_path, backend, compression, layou
             wrong = s[DAMAGED]
             assert wrong.shape == images[DAMAGED].shape and wrong.dtype == images[DAMAGED].dtype
             assert not same(wrong, images[DAMAGED])
-            assert checksum.digests([wrong])[0] != s.checksums[DAMAGED]
+            assert checksum.digests([images[DAMAGED]], [DAMAGED])[0] == s.checksums[DAMAGED]
+            assert checksum.digests([wrong], [DAMAGED])[0] != s.checksums[DAMAGED]
             everything = s.read_many()
             assert not same(everything[DAMAGED], images[DAMAGED])
         else:
@@ -179,11 +180,12 @@ def test_checksums_are_the_digests_of_the_images(tmp_path, backend, compression,
     path = path_for(tmp_path, backend)
     images = images_for(backend, compression, layout)
     write(path, backend, compression, images)
+    labels = list(range(len(images)))  # what write() stored: the digests' seeds
     with imgbench.open(path) as s:
         sums = s.checksums
-        assert sums.dtype == np.uint64 and np.array_equal(sums, checksum.digests(images))
+        assert sums.dtype == np.uint64 and np.array_equal(sums, checksum.digests(images, labels))
         sums[0] ^= 1  # a copy: the store's own stays intact
-        assert np.array_equal(s.checksums, checksum.digests(images))
+        assert np.array_equal(s.checksums, checksum.digests(images, labels))
     with imgbench.open(path, verify=True) as s:
         assert all(same(s[i], im) for i, im in enumerate(images))
         assert all(same(a, b) for a, b in zip(s.read_many(), images))
@@ -197,7 +199,7 @@ def test_checksums_are_the_digests_of_the_images(tmp_path, backend, compression,
             meta = json.loads(txn.get(lmdb_backend.META_KEY))
             raw = txn.get(lmdb_backend.CHECKSUMS_PREFIX + b"00000000")
         env.close()
-        assert np.frombuffer(raw, "<u8").tolist() == checksum.digests(images).tolist()
+        assert np.frombuffer(raw, "<u8").tolist() == checksum.digests(images, labels).tolist()
     assert meta["checksum"] == "xxh3_64"
 
 
@@ -254,10 +256,10 @@ def test_lmdb_checksum_chunks_across_appends(tmp_path, monkeypatch):
         chunks = [txn.get(lmdb_backend.CHECKSUMS_PREFIX + b"%08d" % c) for c in range(7)]
     env.close()
     assert [len(c) // 8 if c else 0 for c in chunks] == [4, 4, 4, 4, 4, 3, 0]
-    assert np.frombuffer(b"".join(chunks[:6]), "<u8").tolist() == checksum.digests(images).tolist()
+    assert np.frombuffer(b"".join(chunks[:6]), "<u8").tolist() == checksum.digests(images, range(23)).tolist()
     with imgbench.open(path, verify=True) as s:
         assert s.labels.tolist() == list(range(23))
-        assert np.array_equal(s.checksums, checksum.digests(images))
+        assert np.array_equal(s.checksums, checksum.digests(images, range(23)))
         assert same(s.read_many(), np.stack(images))
 
 
@@ -361,7 +363,7 @@ def test_npy_short_index_is_refused(tmp_path, layout):
             with pytest.raises(imgbench.CorruptStoreError):
                 s.checksums
         else:  # a ragged reader validated and holds the whole index from the open
-            assert np.array_equal(s.checksums, checksum.digests(images))
+            assert np.array_equal(s.checksums, checksum.digests(images, range(len(images))))
     # Short before opening: refused at open, before anything is mapped.
     with pytest.raises(imgbench.CorruptStoreError, match="truncated"):
         imgbench.open(path)

@@ -82,7 +82,10 @@ def test_plain_numpy_reads_the_layout(tmp_path):
         assert got.tobytes() == im.tobytes() and got.shape == im.shape
     assert index["label"].tolist() == [10, 11, 12, 13, 14]
     assert meta["checksum"] == "xxh3_64"
-    assert index["checksum"].tolist() == [xxhash.xxh3_64_intdigest(im.tobytes()) for im in RAGGED]
+    # xxh3-64 of the raw bytes seeded with the image's label
+    assert index["checksum"].tolist() == [
+        xxhash.xxh3_64_intdigest(im.tobytes(), seed=label) for im, label in zip(RAGGED, [10, 11, 12, 13, 14])
+    ]
 
     images = build_uniform(tmp_path / "u")
     meta = commit(tmp_path / "u")

@@ -128,7 +128,8 @@ def test_index_readable_without_imgbench(tmp_path):
             f.seek(offset)
             image = np.load(io.BytesIO(f.read(size)), allow_pickle=False)
         assert same(image, batch[i]) and (h, w, c) == SHAPE and label == i * 3 - 5
-        assert digests[i] == xxhash.xxh3_64_intdigest(image.tobytes())  # plain xxhash checks every image
+        # plain xxhash checks every image and its label (seed: the label as unsigned 64-bit; some are negative)
+        assert digests[i] == xxhash.xxh3_64_intdigest(image.tobytes(), seed=label & 0xFFFFFFFFFFFFFFFF)
 
 
 def test_detection_is_disjoint_from_disk(tmp_path):

@@ -12,8 +12,11 @@ Layout (open any image with an image viewer, or ``np.load`` for raw ones):
   from ``(H, W, 1)``; the sidecar can), and, when ``checksum`` is ``"xxh3_64"``,
   ``image_checksums``: one string of 16 hex digits per image, concatenated in
   index order; digits ``16*i`` to ``16*i+16`` are the xxh3-64 digest of image
-  ``i``'s raw little-endian C-order pixels as ``xxhash.xxh3_64_hexdigest`` prints
-  it (``np.frombuffer(bytes.fromhex(s), ">u8")`` gives them all). Stores written
+  ``i``'s raw little-endian C-order pixels, seeded with the image's label (0 when
+  unlabelled; a negative label as its two's-complement uint64), as
+  ``xxhash.xxh3_64_hexdigest(pixels, seed=label)`` prints it
+  (``np.frombuffer(bytes.fromhex(s), ">u8")`` gives them all). The seed makes the
+  digest cover ``image_labels`` too, which has no check of its own. Stores written
   before checksums existed have neither key and stay checksum-less on append.
 
 The sidecar is the commit record: images are written first, synced, then the

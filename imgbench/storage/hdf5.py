@@ -15,9 +15,11 @@ Layout (one file, readable with plain h5py; zstd needs ``import hdf5plugin``):
 - ``labels`` (int64, N) when the store is labelled;
 - ``checksums`` (uint64 little-endian, N, with a Fletcher-32 checksum per chunk)
   when the metadata has ``"checksum": "xxh3_64"``: the xxh3-64 digest of each
-  image's raw little-endian C-order pixel bytes (``xxhash.xxh3_64_intdigest``),
-  so a flipped bit is found in any layout and compression, raw ``none``
-  included. Stores written before checksums have neither the key nor the
+  image's raw little-endian C-order pixel bytes seeded with the image's label
+  (0 when unlabelled; a negative label as its two's-complement uint64;
+  ``xxhash.xxh3_64_intdigest(pixels, seed=label)``), so a flipped bit is found
+  in any layout and compression, raw ``none`` included, and in ``labels`` too.
+  Stores written before checksums have neither the key nor the
   dataset, and appending to them keeps it that way.
 
 Compression is an HDF5 filter on the chunks: ``gzip`` (level 0-9), ``lzf``,

@@ -15,7 +15,9 @@ Layout (a directory, readable with plain ``lmdb.open(path, readonly=True)``):
   ``k*65536 .. (k+1)*65536-1``; only the last chunk is rewritten on append.
 - ``b"~imgbench/checksums/%08d" % k`` -> uint64 little-endian xxh3-64 digests
   of the raw pixels (little-endian, C order) of images ``k*65536 ..
-  (k+1)*65536-1``, chunked and appended like the labels; present exactly when
+  (k+1)*65536-1``, each seeded with the image's label (0 when unlabelled; a
+  negative label as its two's-complement uint64), so the label chunks are
+  checked too; chunked and appended like the labels; present exactly when
   the metadata has ``checksum``. Read lazily, only for ``verify``/``checksums``.
 
 Every write is one transaction holding the images, their labels, their

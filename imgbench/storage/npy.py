@@ -10,9 +10,11 @@ Layout (a directory, readable with plain numpy; every number little-endian):
   ("c", "<u4"), ("dtype", "<u4"), ("checksum", "<u8")]``: byte offset of the
   image in ``data.bin``, its label (0 when the store is unlabelled), its shape
   (``c`` is 0 for a 2-D image), its dtype id (1 uint8, 2 uint16, 3 int16,
-  4 float32) and the xxh3-64 digest of its raw bytes as stored in ``data.bin``
-  (``xxhash.xxh3_64_intdigest``; 0 in a store whose commit record has no
-  ``checksum``). Read it with ``np.fromfile("index.bin", dtype, count=count)``.
+  4 float32) and the xxh3-64 digest of its raw bytes as stored in ``data.bin``,
+  seeded with the image's label (0 when unlabelled; a negative label as its
+  two's-complement uint64), so the label column is checked too
+  (``xxhash.xxh3_64_intdigest(pixels, seed=label)``; 0 in a store whose commit
+  record has no ``checksum``). Read it with ``np.fromfile("index.bin", dtype, count=count)``.
 - ``imgbench-npy.json``, the commit record: format, version, backend,
   compression (always ``none``), level, count, labels flag, attrs,
   ``checksum`` (``"xxh3_64"``: the index's checksum column is valid), plus

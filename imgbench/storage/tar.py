@@ -13,7 +13,9 @@ Layout (a directory; stream the shards with ``webdataset``, list them with ``tar
   shard number, byte offset of the image member's data in that shard, its size,
   label (0 when unlabelled), height, width, channels (0 for 2-D), dtype id (1
   uint8, 2 uint16, 3 int16, 4 float32), checksum: the xxh3-64 digest of the
-  image's raw little-endian C-order pixels, its 64 bits stored as an int64 (read
+  image's raw little-endian C-order pixels seeded with the image's label (0 when
+  unlabelled; ``xxhash.xxh3_64_intdigest(pixels, seed=label & (2**64 - 1))``, so
+  the label column is checked too), its 64 bits stored as an int64 (read
   the column with ``.view("<u8")``; 0 in a store whose commit record names no
   ``checksum``). ``np.fromfile(p, "<i8").reshape(-1, 9)[:count]``.
 - ``imgbench-tar.json``: the commit record, written last and atomically: the

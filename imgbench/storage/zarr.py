@@ -18,8 +18,10 @@ A store is a zarr v3 group (a directory) that plain zarr-python reads:
 - ``labels`` (int64, count) when the store is labelled.
 - ``checksums`` (uint64, count) when the record has ``"checksum": "xxh3_64"``:
   the xxh3-64 digest of each image's raw little-endian C-order pixel bytes
-  (``xxhash.xxh3_64_intdigest``), so a damaged image is named even where a
-  chunk's CRC cannot say which image it held. Written like ``labels``, before
+  seeded with the image's label (0 when unlabelled; a negative label as its
+  two's-complement uint64; ``xxhash.xxh3_64_intdigest(pixels, seed=label)``),
+  so a damaged image is named even where a chunk's CRC cannot say which image
+  it held, and a changed label is found too. Written like ``labels``, before
   the commit record that counts them; stores written before checksums have
   neither the key nor the array, and appending to them keeps it that way.
 
@@ -48,7 +50,7 @@ Reading with plain zarr-python (``pip install zarr>=3``)::
     image = lambda j: data[off[j]:off[j + 1]].view(meta["dtype_ids"][str(ids[j])]).reshape(
         [d for d in shapes[j] if d])            # image u + j
     labels = g["labels"][:n] if meta["labels"] else None
-    sums = g["checksums"][:n] if meta.get("checksum") and n else None  # xxh3_64 of each image
+    sums = g["checksums"][:n] if meta.get("checksum") and n else None  # xxh3_64 of each image, seed = label
 
 Appending (mode ``a``) happens in place and is crash-safe without copying the
 store: every object is written whole under a temporary name and renamed over
