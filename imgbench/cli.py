@@ -42,7 +42,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .integrity import verify
 
-    report = verify(args.path, progress=not args.quiet)
+    report = verify(args.path, progress=not args.quiet, isolate=True)
     for problem in report.problems:
         print(f"damaged: {problem}")
     for index, reason in sorted(report.damaged.items()):

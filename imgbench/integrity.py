@@ -50,36 +50,122 @@ class VerifyReport:
         return not self.damaged and not self.problems
 
 
-def verify(path: str | os.PathLike, progress: bool = False) -> VerifyReport:
+def verify(path: str | os.PathLike, progress: bool = False, isolate: bool = False) -> VerifyReport:
     """Read every image, check it against its stored checksum, and read the labels.
 
-    Collects what is damaged instead of stopping at the first.
+    Collects what is damaged instead of stopping at the first. ``isolate=True``
+    (what ``imgbench verify`` uses) reads in a child process: a store damaged
+    where its engine trusts its own structures (LMDB pages) can crash the
+    reader with SIGBUS/SIGSEGV; the child's death is then reported as damage
+    at the image being read, and reading resumes after it in a fresh child.
     """
+    if isolate:
+        return _verify_isolated(path, progress)
     report = VerifyReport()
+    for event in _verify_events(path, 0):
+        _apply(report, event)
+    return report
+
+
+def _verify_events(path: str | os.PathLike, start: int):
+    """What verifying from image ``start`` finds, as small dicts (also the child's protocol)."""
     try:
         store = open_store(path, verify=True)
     except CorruptStoreError as exc:
-        report.problems.append(str(exc))
-        return report
+        yield {"problem": str(exc)}
+        return
     with store:
-        report.images = len(store)
+        yield {"images": len(store)}
         try:
-            report.checksummed = store.checksums is not None
+            store.labels  # noqa: B018 - labels first: every seeded digest needs them
         except CorruptStoreError as exc:
-            report.problems.append(str(exc))
+            yield {"problem": str(exc)}
+            store.verify = False
+        try:
+            yield {"checksummed": store.checksums is not None}
+        except CorruptStoreError as exc:
+            yield {"problem": str(exc)}
             store.verify = False  # still read every image: the format's own checks remain
-        indices = range(len(store))
-        if progress:
-            from tqdm import tqdm
-
-            indices = tqdm(indices, desc="verify", unit="img", disable=None)
-        for i in indices:
+        for i in range(start, len(store)):
+            yield {"at": i}
             try:
                 store[i]
             except CorruptStoreError as exc:
-                report.damaged[i] = str(exc)
-        try:
-            store.labels
-        except CorruptStoreError as exc:
-            report.problems.append(str(exc))
+                yield {"damaged": i, "reason": str(exc)}
+
+
+def _apply(report: VerifyReport, event: dict[str, Any]) -> None:
+    if "images" in event:
+        report.images = event["images"]
+    elif "checksummed" in event:
+        report.checksummed = event["checksummed"]
+    elif "problem" in event and event["problem"] not in report.problems:
+        report.problems.append(event["problem"])
+    elif "damaged" in event:
+        report.damaged[int(event["damaged"])] = event["reason"]
+
+
+_MAX_CRASHES = 100
+
+
+def _verify_isolated(path: str | os.PathLike, progress: bool) -> VerifyReport:
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    report = VerifyReport()
+    bar = None
+    start, crashes = 0, 0
+    while True:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from imgbench.integrity import _child; _child(sys.argv[1], int(sys.argv[2]))",
+             os.fspath(path), str(start)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        at = None
+        for line in child.stdout:
+            event = json.loads(line)
+            if "at" in event:
+                at = event["at"]
+                if bar is not None:
+                    bar.update(at + 1 - bar.n)
+                continue
+            _apply(report, event)
+            if progress and bar is None and "images" in event:
+                from tqdm import tqdm
+
+                bar = tqdm(total=event["images"], initial=start, desc="verify", unit="img", disable=None)
+        err = child.stderr.read()
+        code = child.wait()
+        if code == 0:
+            break
+        name = signal.Signals(-code).name if code < 0 else f"exit status {code}"
+        where = f"image {at}" if at is not None else "opening the store"
+        last = (err.strip().splitlines() or ["no message"])[-1][-300:]
+        reason = (f"reading it crashed the reader ({name}): the store's internal structures are damaged "
+                  "(LMDB trusts its pages)") if code < 0 else f"reading it failed: {last}"
+        if at is None:
+            report.problems.append(f"{path}: {where} crashed the reader ({name}): {err.strip()[-300:] or 'no message'}")
+            break
+        report.damaged[at] = reason
+        crashes += 1
+        if crashes >= _MAX_CRASHES:
+            report.problems.append(f"{path}: stopped after {crashes} reader crashes; the store is badly damaged")
+            break
+        start = at + 1
+        if start >= report.images:
+            break
+    if bar is not None:
+        bar.close()
     return report
+
+
+def _child(path: str, start: int) -> None:
+    """Child side of :func:`verify` with ``isolate=True``: one JSON event per line, flushed."""
+    import json
+    import sys
+
+    for event in _verify_events(path, start):
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import numpy as np
@@ -57,7 +57,11 @@ def map_chunks(fn: Callable[[int, int], Any], n: int, threads: int | None = None
     bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     if threads == 1 or len(bounds) <= 1:
         return [fn(s, e) for s, e in bounds]
-    return list(_executor(threads).map(lambda b: fn(*b), bounds))
+    futures = [_executor(threads).submit(fn, s, e) for s, e in bounds]
+    # Wait for every chunk before raising: a caller cleaning up after an error
+    # (removing a temporary store) must not race chunks still writing into it.
+    wait(futures)
+    return [f.result() for f in futures]
 
 
 def map_items(fn: Callable[[T], Any], items: Sequence[T], threads: int | None = None, chunk: int = 32) -> list[Any]:

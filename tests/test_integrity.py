@@ -54,3 +54,35 @@ def test_info_and_errors_are_one_line(tmp_path, capsys):
     assert main(["info", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no store" in err and "Traceback" not in err
+
+
+def test_verify_survives_a_store_that_crashes_its_reader(tmp_path):
+    """LMDB trusts its pages: a damaged leaf page aborts a reading process. `imgbench verify`
+    reads in a child, reports the damage at the image being read, resumes after it, exits 1."""
+    import struct
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    import imgbench
+    from imgbench.integrity import verify
+
+    from .test_reliability_fuzz import lmdb_leaf_pages
+
+    path = tmp_path / "big.lmdb"
+    rng = np.random.default_rng(0)
+    with imgbench.open(path, "w", compression="zstd") as s:
+        s.extend(rng.integers(0, 256, (40, 40, 40, 3), dtype=np.uint8), labels=np.arange(40))
+    data = bytearray((path / "data.mdb").read_bytes())
+    page = lmdb_leaf_pages(bytes(data))[0][0]
+    ptr = struct.unpack_from("<H", data, page * 4096 + 16 + 2)[0]  # second node: its value runs 2 GiB past EOF
+    struct.pack_into("<H", data, page * 4096 + ptr + 2, 0x7FFF)
+    (path / "data.mdb").write_bytes(bytes(data))
+
+    report = verify(path, isolate=True)
+    assert not report.ok and report.images == 40
+    assert any("crashed the reader" in reason for reason in report.damaged.values()), report.damaged
+    assert len(report.damaged) < 40  # the others were still read
+    cli = subprocess.run([sys.executable, "-m", "imgbench.cli", "verify", "-q", str(path)], capture_output=True, text=True)
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr + cli.stdout and "damaged image" in cli.stdout

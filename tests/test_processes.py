@@ -138,7 +138,7 @@ def test_writer_killed_at_random_points(tmp_path, backend, mode):
     rng = random.Random(f"{backend}-{mode}")
     duration = None
     killed_midway = 0
-    for attempt in range(14):
+    for attempt in range(int(os.environ.get("IMGBENCH_KILL_ITERATIONS", 14))):
         if attempt >= 6 and killed_midway >= 3:
             break
         path = store_path(tmp_path, backend, f"s{attempt}")

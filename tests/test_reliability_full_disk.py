@@ -59,9 +59,6 @@ OPTIONS = {
     "hdf5": {},
 }
 RACES = {
-    "disk": "imgbench/parallel.py map_chunks re-raises the first failing chunk while the pool's other chunks are "
-            "still writing image files into the temporary directory; _abort_quietly's rmtree(ignore_errors=True) "
-            "races with them and the temporary stays",
     "zarr": "zarr keeps writing the other shards of a failed write on its event loop after imgbench has given up; "
             "LocalStore.set re-creates the removed temporary directory (mkdir parents=True) and fills it",
 }
