@@ -126,6 +126,12 @@ def _verify_isolated(path: str | os.PathLike, progress: bool) -> VerifyReport:
         at = None
         for line in child.stdout:
             event = json.loads(line)
+            if "raise" in event:
+                from . import errors
+
+                child.wait()
+                cls = getattr(errors, event["raise"], errors.ImgbenchError)
+                raise cls(event["message"])
             if "at" in event:
                 at = event["at"]
                 if bar is not None:
@@ -166,6 +172,11 @@ def _child(path: str, start: int) -> None:
     import json
     import sys
 
-    for event in _verify_events(path, start):
-        sys.stdout.write(json.dumps(event) + "\n")
-        sys.stdout.flush()
+    from . import errors
+
+    try:
+        for event in _verify_events(path, start):
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
+    except errors.ImgbenchError as exc:  # bad input (no store there...): the parent raises it as such
+        sys.stdout.write(json.dumps({"raise": type(exc).__name__, "message": str(exc)}) + "\n")
