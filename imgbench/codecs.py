@@ -154,6 +154,11 @@ class PngCodec(Codec):
         return np.ascontiguousarray(image).reshape(shape)
 
 
+#: Zstandard's densest encoding is an RLE block: 4 bytes (3 of block header, 1 of
+#: payload) for at most 128 KiB, i.e. 32768:1; any frame claiming more is a lie.
+_ZSTD_MAX_RATIO = 1 << 15
+
+
 class ZstdCodec(Codec):
     """Zstandard frames with content size and checksum: a bit flip is detected."""
 
@@ -187,6 +192,13 @@ class ZstdCodec(Codec):
             raise CorruptStoreError(f"stored zstd frame is damaged: {exc}") from None
         if declared != expected:
             raise CorruptStoreError(f"stored zstd frame declares {declared} bytes where {expected} were stored")
+        if expected > _ZSTD_MAX_RATIO * len(data) + 65536:
+            # Header and frame may both lie (a hostile store): zstandard would
+            # allocate the declared size before finding out the frame is short.
+            raise CorruptStoreError(
+                f"stored zstd frame of {len(data)} bytes claims {expected} decoded bytes, more than zstd "
+                "can produce: damaged, or a decompression bomb"
+            )
         decompressor = getattr(self._local, "decompressor", None)
         if decompressor is None:
             decompressor = self._local.decompressor = zstandard.ZstdDecompressor()

@@ -29,9 +29,11 @@ directory so a second appender gets a clear error.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import stat
 import struct
 from itertools import islice
 from pathlib import Path
@@ -136,6 +138,30 @@ def _checksums_key(chunk: int) -> bytes:
     return CHECKSUMS_PREFIX + b"%08d" % chunk
 
 
+# LMDB errors while reading that say nothing about the store's bytes.
+_RESOURCE_ERRORS = (lmdb.ReadersFullError, lmdb.TlsFullError, lmdb.MemoryError)
+
+
+def _lmdb_reads(method):
+    """Turn an ``lmdb.Error`` escaping a read (MDB_CORRUPTED, MDB_PAGE_NOTFOUND ...) into ours.
+
+    A try block costs nothing on the fast path; only the exception is translated.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except _RESOURCE_ERRORS as exc:
+            raise ImgbenchError(f"reading {self.path} failed: {type(exc).__name__}: {exc}") from None
+        except lmdb.Error as exc:
+            raise CorruptStoreError(
+                f"{self.path}: the LMDB environment is damaged ({type(exc).__name__}: {exc})"
+            ) from None
+
+    return wrapper
+
+
 def _header(codec_id: int, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     dims = tuple(shape) + (0,) * (3 - len(shape))
     return HEADER.pack(MAGIC, HEADER_VERSION, codec_id, DTYPE_IDS[dtype], len(shape), 0, *dims)
@@ -191,6 +217,14 @@ class LMDBStore(Store):
                 self._uniform = (tuple(int(d) for d in uniform["shape"]), dtype_from_code(uniform["dtype"]))
             except (KeyError, TypeError, ValueError):
                 raise CorruptStoreError(f"{self.path}: metadata 'uniform' entry is malformed") from None
+            shape = self._uniform[0]
+            if (
+                len(shape) not in (2, 3)
+                or min(shape) < 1
+                or max(shape) > 0xFFFFFFFF
+                or (len(shape) == 3 and shape[2] > 4)
+            ):
+                raise CorruptStoreError(f"{self.path}: metadata 'uniform' shape {shape} is impossible")
         else:
             self._uniform = False if isinstance(meta, dict) and meta.get("count") else None
         return meta
@@ -205,7 +239,39 @@ class LMDBStore(Store):
                 f"{where}/data.mdb is truncated: {have} bytes, but its last page ends at byte {need}"
             )
 
+    @staticmethod
+    def _check_files(target: Path) -> None:
+        """Refuse an environment whose data.mdb or lock.mdb is a symlink or not a regular file.
+
+        LMDB opens both read-write (lock.mdb with O_CREAT) and follows symlinks,
+        and the first user of an environment truncates and rewrites lock.mdb as its
+        reader table: a store whose lock.mdb points elsewhere would make a plain
+        read overwrite a file outside the store. A FIFO would block the open. A
+        lock.mdb with other hard links is refused for the same reason. (A swap
+        between this check and the open remains possible; ``lock=False`` never
+        opens lock.mdb.)
+        """
+        for name in ("data.mdb", "lock.mdb"):
+            try:
+                st = os.lstat(target / name)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise ImgbenchError(f"cannot inspect {target / name}: {exc}") from None
+            if stat.S_ISLNK(st.st_mode):
+                raise CorruptStoreError(
+                    f"{target / name} is a symlink; imgbench does not follow links out of an LMDB store"
+                )
+            if not stat.S_ISREG(st.st_mode):
+                raise CorruptStoreError(f"{target / name} is not a regular file")
+            if name == "lock.mdb" and st.st_nlink > 1:
+                raise CorruptStoreError(
+                    f"{target / name} has {st.st_nlink} hard links; LMDB rewrites its lock file, so a shared "
+                    "one would clobber another file (delete lock.mdb while no process uses the store)"
+                )
+
     def _open_env(self, target: Path, readonly: bool, **kw: Any) -> lmdb.Environment:
+        self._check_files(target)
         ident = _identity(target)
         entry = _SHARED.get(ident) if ident else None
         if entry is not None:
@@ -259,8 +325,11 @@ class LMDBStore(Store):
         env = self._open_env(target, readonly=readonly, **kw)
         try:
             self._check_not_truncated(env, target)
-            with env.begin(buffers=True) as txn:
-                meta = self._read_meta(txn)
+            try:
+                with env.begin(buffers=True) as txn:
+                    meta = self._read_meta(txn)
+            except lmdb.Error as exc:
+                raise CorruptStoreError(f"{target}: cannot read the imgbench metadata: {exc}") from None
             try:
                 self._db = env.open_db(b"images", create=False)
             except lmdb.Error:
@@ -484,12 +553,14 @@ class LMDBStore(Store):
         except CorruptStoreError as exc:  # the codec cannot know which image it was given
             raise CorruptStoreError(f"{self.path}: image {index}: {exc}") from None
 
+    @_lmdb_reads
     def _get(self, index: int) -> np.ndarray:
         if self._advice is None or self._advice[2] != _MADV_RANDOM:
             self._advise(_MADV_RANDOM)
         with self._read_txn() as txn:
             return self._decode(txn.get(_key(index), db=self._db), index)
 
+    @_lmdb_reads
     def _get_many(self, indices: np.ndarray) -> np.ndarray | list[np.ndarray]:
         self._advise(_MADV_RANDOM)
         with self._read_txn() as txn:
@@ -503,15 +574,19 @@ class LMDBStore(Store):
                 # readahead on a cold map), each payload copied straight to its row.
                 shape, dtype = self._uniform
                 hdr, size = _header(0, dtype, shape), math.prod(shape) * dtype.itemsize
-                out = np.empty((len(indices), *shape), dtype=dtype)
-                dest = memoryview(out.reshape(-1).view(np.uint8))
                 order = np.argsort(indices, kind="stable")
+                out = dest = None
                 for j, i in zip(order.tolist(), indices[order].tolist()):
                     value = get(_key(i))
                     if value is None or len(value) != HEADER.size + size or value[: HEADER.size] != hdr:
                         raise CorruptStoreError(f"{self.path}: image {i} is missing, has a damaged header or the wrong size")
+                    if out is None:
+                        # Allocated only once a stored value of the recorded size has
+                        # been seen: the metadata alone cannot make us allocate.
+                        out = np.empty((len(indices), *shape), dtype=dtype)
+                        dest = memoryview(out.reshape(-1).view(np.uint8))
                     dest[j * size : (j + 1) * size] = value[HEADER.size :]
-                return out
+                return out if out is not None else np.empty((0, *shape), dtype=dtype)
             if self.compression == "none":
                 images = [self._decode(get(_key(i)), i) for i in indices.tolist()]
             else:
@@ -550,6 +625,7 @@ class LMDBStore(Store):
             )
         cursor.first()
 
+    @_lmdb_reads
     def _get_all(self) -> np.ndarray | list[np.ndarray]:
         n = self._count
         self._advise(_MADV_SEQUENTIAL)
@@ -562,15 +638,22 @@ class LMDBStore(Store):
                 shape, dtype = self._uniform
                 hdr = _header(0, dtype, shape)
                 size = math.prod(shape) * dtype.itemsize
-                out = np.empty((n, *shape), dtype=dtype)
-                dest = memoryview(out.reshape(-1).view(np.uint8))
+                out = dest = None
                 offset = 0
                 for i, value in enumerate(values):
                     if len(value) != HEADER.size + size or value[: HEADER.size] != hdr:
                         raise CorruptStoreError(f"{self.path}: image {i} has a damaged header or the wrong size")
+                    if out is None:
+                        # Allocated only once image 0 is seen to have the recorded size:
+                        # the metadata alone cannot make us allocate (n is bounded by
+                        # the keys really stored, _check_keys).
+                        out = np.empty((n, *shape), dtype=dtype)
+                        dest = memoryview(out.reshape(-1).view(np.uint8))
                     dest[offset : offset + size] = value[HEADER.size :]
                     offset += size
-                return out
+                if offset != n * size:
+                    raise CorruptStoreError(f"{self.path}: {offset // size} images stored, {n} recorded")
+                return out if out is not None else np.empty((0, *shape), dtype=dtype)
             if self.compression == "none":
                 images = [self._decode(v, i) for i, v in enumerate(values)]
             else:
@@ -588,6 +671,7 @@ class LMDBStore(Store):
 
         return stack_if_uniform(images)
 
+    @_lmdb_reads
     def _get_labels(self) -> np.ndarray | None:
         n = self._count
         with self._read_txn() as txn:
@@ -597,6 +681,7 @@ class LMDBStore(Store):
             raise CorruptStoreError(f"{self.path}: labels are missing for some images")
         return np.frombuffer(raw[: 8 * n], dtype="<i8").astype(np.int64)
 
+    @_lmdb_reads
     def _get_checksums(self) -> np.ndarray | None:
         n = self._count
         with self._read_txn() as txn:
