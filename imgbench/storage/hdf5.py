@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,95 @@ _COMPRESSED_CACHE_BYTES = 4 << 20
 _COMPRESSED_CACHE_SLOTS = 25013
 #: rows per chunk of the small per-image datasets (labels, checksums)
 _ROW_CHUNK = 1 << 13
+#: pixel dtypes imgbench writes (little-endian or byte-order free)
+_IMAGE_DTYPES = ("|u1", "<u2", "<i2", "<f4")
+#: HDF5 filters imgbench writes; any other (shuffle, a plugin HDF5 would look for on disk) is refused
+_FILTER_ZSTD = 32015
+_COMPRESSORS = (h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_LZF, _FILTER_ZSTD)
+_ALLOWED_FILTERS = (*_COMPRESSORS, h5py.h5z.FILTER_FLETCHER32)
+#: largest chunk (uncompressed bytes) accepted beyond one image: imgbench writes ~1 MiB
+#: uncompressed and ~16-64 KiB compressed chunks (or one image), the ``chunks`` option aside
+_MAX_CHUNK_BYTES = 64 << 20
+#: best ratio any of the filters reaches (zstd on zeros); stored bytes x this bounds what a
+#: compressed dataset may declare
+_MAX_RATIO = 1 << 15
+#: deflate output above which a chunk is test-inflated (bounded) before HDF5 sees it
+_INFLATE_FREE = 16 << 20
+
+
+class _ChunkGuard:
+    """Checks each compressed chunk of a dataset once, before HDF5's filters decompress it.
+
+    HDF5's deflate filter grows its output without bound and hdf5plugin's zstd
+    mallocs whatever size the frame declares, and HDF5 accepts an output larger
+    than the chunk: a small chunk could cost the reader gigabytes. A chunk
+    passes if its stored size is what compressing ``nbytes`` can give, a zstd
+    frame declares exactly ``nbytes`` and a deflate stream that could inflate
+    past a few MiB does not inflate past ``nbytes``.
+    """
+
+    def __init__(self, ds: h5py.Dataset, code: int, comp_index: int, fletcher: bool):
+        self.ds, self.code, self.comp_bit, self.fletcher = ds, code, 1 << comp_index, fletcher
+        self.per, self.rest = ds.chunks[0], (0,) * (ds.ndim - 1)
+        self.nbytes = int(np.prod(ds.chunks)) * ds.dtype.itemsize
+        self.fd = ds.file.id.get_vfd_handle()
+        self.ok = np.zeros(-(-ds.shape[0] // self.per), bool)
+
+    def check_rows(self, start: int, stop: int, what: str = "") -> None:
+        """Check the chunks holding rows ``start:stop``; ``what`` (e.g. "image 7") names them in errors."""
+        for c in range(start // self.per, -(-stop // self.per)):
+            if not self.ok[c]:
+                info = self.ds.id.get_chunk_info_by_coord((c * self.per, *self.rest))
+                self._verify(c, info.byte_offset, info.size, info.filter_mask, what)
+
+    def check_all(self) -> None:
+        if self.ok.all():
+            return
+        found: list[tuple[int, int, int, int]] = []
+        self.ds.id.chunk_iter(lambda i: found.append((i.chunk_offset[0], i.byte_offset, i.size, i.filter_mask)))
+        if len(found) != len(self.ok):
+            raise CorruptStoreError(f"{self.ds.file.filename}: {self.ds.name} lacks stored chunks")
+        for row, offset, size, mask in found:
+            c, r = divmod(row, self.per)
+            if r or not 0 <= c < len(self.ok):
+                raise CorruptStoreError(f"{self.ds.file.filename}: {self.ds.name} has a chunk at row {row}")
+            if not self.ok[c]:
+                self._verify(c, offset, size, mask)
+
+    def _verify(self, c: int, offset, size, mask, what: str = "") -> None:
+        if not what and self.ds.name == "/images":
+            last = min(self.ds.shape[0], (c + 1) * self.per) - 1
+            what = f"image {last}" if last == c * self.per else f"images {c * self.per} to {last}"
+        where = f"{self.ds.file.filename}: {what + ', ' if what else ''}chunk {c} of {self.ds.name}"
+        tail = 4 if self.fletcher else 0
+        if offset is None or size is None or mask & ~self.comp_bit:
+            raise CorruptStoreError(f"{where} is missing or skipped a filter")
+        if mask & self.comp_bit:  # the compressor was skipped (optional filter): stored raw
+            if size != self.nbytes + tail:
+                raise CorruptStoreError(f"{where} stores {size} bytes for {self.nbytes} uncompressed")
+            self.ok[c] = True
+            return
+        if size > self.nbytes + self.nbytes // 16 + 1024 + tail or size <= tail:
+            raise CorruptStoreError(f"{where} stores {size} bytes, more than compressing {self.nbytes} gives")
+        if self.code == _FILTER_ZSTD:
+            import zstandard
+
+            head = os.pread(self.fd, min(18, size - tail), offset)
+            try:
+                declared = zstandard.frame_content_size(head)
+            except zstandard.ZstdError:
+                declared = -1
+            if declared != self.nbytes:
+                raise CorruptStoreError(f"{where}: its zstd frame declares {declared} bytes, not {self.nbytes}")
+        elif self.code == h5py.h5z.FILTER_DEFLATE and (size - tail) * 1032 > _INFLATE_FREE:
+            body = os.pread(self.fd, size - tail, offset)
+            try:
+                out = zlib.decompressobj().decompress(body, self.nbytes + 1)
+            except zlib.error:
+                raise CorruptStoreError(f"{where}: its deflate stream is damaged") from None
+            if len(out) > self.nbytes:
+                raise CorruptStoreError(f"{where} inflates past its {self.nbytes} bytes")
+        self.ok[c] = True
 
 
 class _ChunkTable:
@@ -169,6 +259,7 @@ class HDF5Store(Store):
         self._chunk_table: _ChunkTable | None | bool = None  # False: not usable for this file
         self._slab: tuple[Any, Any] | None = None  # (memory space, file space) reused by one-image reads
         self._kind: tuple[tuple[int, ...], np.dtype] | None = None
+        self._guards: dict[str, _ChunkGuard | None] = {}
 
     @classmethod
     def detect(cls, path: Path) -> bool:
@@ -199,6 +290,57 @@ class HDF5Store(Store):
                 ) from None
             raise CorruptStoreError(f"{target} is not a readable HDF5 file: {text}") from None
 
+    @staticmethod
+    def _dataset(
+        f: h5py.File, name: str, target: Path, required: bool = True, backed: bool = True
+    ) -> h5py.Dataset | None:
+        """Dataset ``name`` if it is one imgbench could have written, else CorruptStoreError.
+
+        A soft or external link, external raw storage or a virtual dataset would make
+        HDF5 read other files (any path the file names); an unknown filter makes it
+        search the plugin path. Each chunked dataset must have every chunk stored
+        (imgbench writes them all), so no declared length can outgrow the file, and
+        chunks of sane size (unless not ``backed``: the reader checks the stored size
+        itself). Nothing here follows a link or reads raw data.
+        """
+        links = f.id.links
+        if not links.exists(name.encode()):
+            if required:
+                raise CorruptStoreError(f"{target}: dataset {name!r} is missing")
+            return None
+        if links.get_info(name.encode()).type != h5py.h5l.TYPE_HARD:
+            raise CorruptStoreError(f"{target}: {name!r} is a link to elsewhere, not a dataset of the store")
+        obj = f[name]
+        if not isinstance(obj, h5py.Dataset):
+            raise CorruptStoreError(f"{target}: {name!r} is a {type(obj).__name__}, not a dataset")
+        dcpl = obj.id.get_create_plist()
+        layout = dcpl.get_layout()
+        if layout not in (h5py.h5d.CHUNKED, h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT) or dcpl.get_external_count():
+            raise CorruptStoreError(f"{target}: {name!r} keeps its data outside the file (external or virtual)")
+        filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+        if any(code not in _ALLOWED_FILTERS for code in filters):
+            raise CorruptStoreError(f"{target}: {name!r} uses HDF5 filters {filters} imgbench never writes")
+        if obj.dtype.hasobject and name != "attrs":
+            raise CorruptStoreError(f"{target}: {name!r} has dtype {obj.dtype}")
+        if layout == h5py.h5d.CHUNKED:
+            chunks, shape = obj.chunks, obj.shape
+            if chunks is None or len(shape) < 1 or tuple(chunks[1:]) != tuple(shape[1:]):
+                raise CorruptStoreError(f"{target}: {name!r} is chunked {chunks} for shape {shape}")
+            row = int(np.prod(shape[1:], dtype=np.float64)) * obj.dtype.itemsize
+            if chunks[0] * row > max(_MAX_CHUNK_BYTES, row):
+                raise CorruptStoreError(f"{target}: {name!r} has chunks of {chunks[0] * row} bytes")
+            if backed and obj.id.get_num_chunks() != -(-shape[0] // chunks[0]):
+                raise CorruptStoreError(
+                    f"{target}: {name!r} declares {shape[0]} rows but lacks chunks to hold them"
+                )
+        elif filters:
+            raise CorruptStoreError(f"{target}: {name!r} has filters without chunks")
+        elif backed:
+            need = int(np.prod(obj.shape, dtype=np.float64)) * obj.dtype.itemsize
+            if obj.id.get_storage_size() < need:
+                raise CorruptStoreError(f"{target}: {name!r} declares {need} bytes but stores fewer")
+        return obj
+
     def _load(self, f: h5py.File, target: Path) -> dict[str, Any]:
         try:
             raw = f.attrs.get("imgbench")
@@ -208,37 +350,74 @@ class HDF5Store(Store):
         if not isinstance(meta, dict):
             raise CorruptStoreError(f"{target} is an HDF5 file without imgbench metadata (root attribute 'imgbench')")
         try:
-            attrs_raw = f["attrs"][()] if "attrs" in f else b"{}"
+            ds = self._dataset(f, "attrs", target, required=False)
+            if ds is not None and (ds.shape != () or h5py.check_string_dtype(ds.dtype) is None):
+                raise CorruptStoreError(f"{target}: the 'attrs' dataset is not one string")
+            attrs_raw = ds[()] if ds is not None else b"{}"
             meta["attrs"] = json.loads(attrs_raw.decode() if isinstance(attrs_raw, bytes) else attrs_raw)
-        except (*_H5_ERRORS, json.JSONDecodeError, AttributeError):
+        except (*_H5_ERRORS, json.JSONDecodeError, AttributeError, UnicodeDecodeError):
             raise CorruptStoreError(f"{target}: the 'attrs' dataset is unreadable") from None
         count = meta.get("count")
         layout = meta.get("layout")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise CorruptStoreError(f"{target}: metadata count {count!r} is not a number of images")
         try:
             if layout == "uniform":
-                length = f["images"].shape[0]
+                images = self._dataset(f, "images", target)
+                shape, dtype = images.shape, images.dtype
+                if (
+                    dtype.str not in _IMAGE_DTYPES
+                    or len(shape) not in (3, 4)
+                    or min(shape[1:]) < 1
+                    or (len(shape) == 4 and shape[3] > 4)
+                ):
+                    raise CorruptStoreError(f"{target}: 'images' is {shape} {dtype}, not images imgbench writes")
+                need = count * int(np.prod(shape[1:], dtype=np.float64)) * dtype.itemsize
+                stored = images.id.get_storage_size()
+                compressed = images.chunks is not None and any(
+                    images.id.get_create_plist().get_filter(i)[0] in _COMPRESSORS
+                    for i in range(images.id.get_create_plist().get_nfilters())
+                )
+                if stored * (_MAX_RATIO if compressed else 1) < need:
+                    raise CorruptStoreError(
+                        f"{target}: {count} images of {shape[1:]} {dtype} need {need} bytes, the file stores {stored}"
+                    )
+                length = shape[0]
             elif layout == "ragged":
-                offsets = f["offsets"][:]
+                data = self._dataset(f, "data", target)
+                index = {name: self._dataset(f, name, target) for name in ("offsets", "shapes", "dtypes")}
+                if (
+                    data.dtype.str != "|u1" or data.ndim != 1
+                    or index["offsets"].dtype.str != "<i8" or index["offsets"].ndim != 1
+                    or index["shapes"].dtype.str != "<i8"
+                    or index["dtypes"].dtype.kind != "S" or index["dtypes"].dtype.itemsize > 8
+                ):
+                    raise CorruptStoreError(f"{target}: ragged datasets have foreign dtypes or shapes")
+                offsets = index["offsets"][:]
                 length = len(offsets) - 1
                 if (
                     length < 0
                     or offsets[0] != 0
                     or (np.diff(offsets) < 0).any()
-                    or offsets[-1] > f["data"].shape[0]
-                    or f["shapes"].shape != (length, 3)
-                    or f["dtypes"].shape != (length,)
+                    or offsets[-1] > data.shape[0]
+                    or index["shapes"].shape != (length, 3)
+                    or index["dtypes"].shape != (length,)
                 ):
                     raise CorruptStoreError(f"{target}: ragged index (offsets/shapes/dtypes) is inconsistent")
             elif layout is None and count == 0:
                 length = 0
             else:
                 raise CorruptStoreError(f"{target}: unknown layout {layout!r}")
-            if meta.get("labels") and f["labels"].shape != (count,):
-                raise CorruptStoreError(f"{target}: 'labels' does not hold one label per image")
+            if meta.get("labels"):
+                labels = self._dataset(f, "labels", target)
+                if labels.shape != (count,) or labels.dtype.kind not in "iu" or labels.dtype.itemsize > 8:
+                    raise CorruptStoreError(f"{target}: 'labels' does not hold one label per image")
             # An empty store records the algorithm before it has a dataset to hold digests.
-            if meta.get("checksum") == checksum.ALGORITHM and count and f["checksums"].shape != (count,):
-                raise CorruptStoreError(f"{target}: 'checksums' does not hold one checksum per image")
-        except _H5_ERRORS as exc:
+            if meta.get("checksum") == checksum.ALGORITHM and count:
+                # Not ``backed``: a hollow 'checksums' fails when read, images stay readable.
+                if self._dataset(f, "checksums", target, backed=False).shape != (count,):
+                    raise CorruptStoreError(f"{target}: 'checksums' does not hold one checksum per image")
+        except (*_H5_ERRORS, AttributeError) as exc:
             raise CorruptStoreError(f"{target}: store datasets are missing or damaged ({exc})") from None
         if length != count:
             raise CorruptStoreError(f"{target}: metadata counts {count} images, the datasets hold {length}")
@@ -275,6 +454,18 @@ class HDF5Store(Store):
                 ds = self._file[name]
             self._datasets[name] = ds
         return ds
+
+    def _guard(self, name: str) -> _ChunkGuard | None:
+        """The chunk checker of compressed dataset ``name`` (None when it is not compressed)."""
+        if name not in self._guards:
+            ds = self._ds(name)
+            dcpl = ds.id.get_create_plist()
+            codes = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+            comp = [i for i, code in enumerate(codes) if code in _COMPRESSORS]
+            self._guards[name] = (
+                _ChunkGuard(ds, codes[comp[0]], comp[0], h5py.h5z.FILTER_FLETCHER32 in codes) if comp else None
+            )
+        return self._guards[name]
 
     def _open_appender(self, target: Path) -> dict[str, Any]:
         f = self._h5open(target, "r+")
@@ -527,7 +718,7 @@ class HDF5Store(Store):
 
     # ------------------------------------------------------------ reading
     def _close_reader(self) -> None:
-        self._datasets = {}
+        self._datasets, self._guards = {}, {}
         self._chunk_table, self._slab, self._kind = None, None, None
         if self._file is not None:
             self._file.close()
@@ -535,7 +726,7 @@ class HDF5Store(Store):
 
     def _reader_handles(self) -> Any:
         handles = (self._file, self._datasets, self._slab)
-        self._file, self._datasets = None, {}
+        self._file, self._datasets, self._guards = None, {}, {}
         self._chunk_table, self._slab, self._kind = None, None, None
         return handles
 
@@ -565,6 +756,9 @@ class HDF5Store(Store):
             table.read_into(index, out)
             return
         ds = self._ds("images")
+        guard = self._guard("images")
+        if guard is not None:
+            guard.check_rows(index, index + 1, f"image {index}")
         if self._slab is None:
             self._slab = (h5py.h5s.create_simple(ds.shape[1:]), ds.id.get_space())
         mspace, fspace = self._slab
@@ -607,6 +801,9 @@ class HDF5Store(Store):
                 return out
             off = self._ds("offsets")[index : index + 2]
             data = self._ds("data")
+            guard = self._guard("data")
+            if guard is not None and off[1] > off[0]:
+                guard.check_rows(int(off[0]), int(off[1]), f"image {index}")
             return self._ragged_one(
                 0, off - off[0], self._ds("shapes")[index : index + 1], self._ds("dtypes")[index : index + 1],
                 lambda s, e: data[off[0] + s : off[0] + e].tobytes(), index,
@@ -645,10 +842,16 @@ class HDF5Store(Store):
         def read():
             if self._layout == "uniform":
                 ds = self._ds("images")
+                guard = self._guard("images")
+                if guard is not None:
+                    guard.check_all()
                 out = np.empty(ds.shape, dtype=ds.dtype)
                 ds.read_direct(out)
                 return out
             offsets, shapes, codes = self._ds("offsets")[:], self._ds("shapes")[:], self._ds("dtypes")[:]
+            guard = self._guard("data")
+            if guard is not None:
+                guard.check_all()
             data = self._ds("data")[:]
             images = [
                 self._ragged_one(i, offsets, shapes, codes, lambda s, e: data[s:e])
