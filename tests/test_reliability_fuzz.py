@@ -505,11 +505,6 @@ def test_lmdb_value_size_past_the_file_is_an_error_not_sigbus(tmp_path):
     assert outcome.startswith("CorruptStoreError"), outcome
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG imgbench/storage/lmdb.py: lmdb.Error raised while reading (mdb_get / mdb_cursor_get: "
-    "MDB_CORRUPTED, MDB_PAGE_NOTFOUND) is not turned into CorruptStoreError; it leaks to the caller and "
-    "`imgbench verify` (integrity.verify catches CorruptStoreError only) prints a traceback. Fix: wrap "
-    "lmdb.Error in _read_txn users (_get, _get_many, _get_all, _get_labels, _get_checksums) as _open_new_env does"))
 def test_lmdb_page_errors_are_corrupt_store_errors(lmdb_many_pages):
     data = bytearray((lmdb_many_pages / "data.mdb").read_bytes())
     for page, _key in lmdb_leaf_pages(bytes(data)):
@@ -599,10 +594,6 @@ def test_label_bit_flip_is_detected(tmp_path, backend, read):
 
 
 # ------------------------------------------------------------------ leaks the fuzz found, pinned down
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG imgbench/storage/disk.py DiskStore._load: a damaged key name in imgbench.json ('dtypes' -> "
-    "'dtxpes', 'dtype' missing) raises KeyError out of imgbench.open(); only TypeError/ValueError/"
-    "OverflowError are turned into CorruptStoreError. Fix: catch KeyError (and AttributeError) there too"))
 @pytest.mark.parametrize("layout", ["ragged", "uniform"])
 def test_disk_sidecar_with_a_damaged_key_is_corrupt(tmp_path, layout):
     path = tmp_path / "d"
@@ -618,11 +609,6 @@ def test_disk_sidecar_with_a_damaged_key_is_corrupt(tmp_path, layout):
             s.read_many()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG imgbench/storage/disk.py _npy_decode (also used by tar for .npy members whose header is not "
-    "byte-identical to the one it writes): numpy's header parser raises tokenize.TokenError for an "
-    "unbalanced bracket ('(12, 10, 3)' with ')' xor 0x01 = '('), which is not among the caught "
-    "(ValueError, SyntaxError, TypeError) and leaks. Fix: catch Exception around read_array_header_*"))
 @pytest.mark.parametrize("backend", ["disk", "tar"])
 def test_damaged_npy_header_is_corrupt(tmp_path, backend):
     path = tmp_path / "n"
@@ -640,12 +626,6 @@ def test_damaged_npy_header_is_corrupt(tmp_path, backend):
             s.read_many()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG imgbench/storage/hdf5.py _load (and the readers): objects are used as datasets without checking "
-    "they are; one flipped bit in an object header (fuzz: the ragged store's byte 816, xor 0x01) turns "
-    "'data' into a committed Datatype, and f['data'].shape raises AttributeError, which _H5_ERRORS does not "
-    "include: it leaks from imgbench.open(). Fix: check isinstance(obj, h5py.Dataset) for every object "
-    "read, or add AttributeError to _H5_ERRORS"))
 @pytest.mark.parametrize("name", ["images", "data", "labels"])
 def test_hdf5_object_that_is_not_a_dataset_is_corrupt(tmp_path, name):
     import h5py

@@ -31,9 +31,11 @@ releases the GIL).
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,50 @@ from ..store import Store, stack_if_uniform
 
 SIDECAR = "imgbench.json"
 _MAX_SIDECAR_BYTES = 1 << 30
+#: a store's own files are regular files: never follow a symlink, never block on a FIFO or device
+_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _open_regular(name: str | Path, dirfd: int | None, what: str) -> tuple[int, int]:
+    """(descriptor, size) of a regular file of the store, opened without following a symlink.
+
+    FileNotFoundError / IsADirectoryError propagate; a symlink, FIFO, device or socket
+    is a CorruptStoreError."""
+    try:
+        fd = os.open(name, _OPEN_READ, dir_fd=dirfd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptStoreError(f"{what} is a symlink; a store's own files never are") from None
+        if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):
+            raise CorruptStoreError(f"{what} is not a regular file") from None
+        raise
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(name))
+        raise CorruptStoreError(f"{what} is not a regular file")
+    return fd, st.st_size
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    """``size`` bytes from the start of ``fd`` (fewer if the file is shorter)."""
+    data = os.read(fd, size)
+    if len(data) < size:
+        parts = [data]
+        got = len(data)
+        while got < size:
+            part = os.read(fd, size - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        data = b"".join(parts)
+    return data
 
 
 def _npy_bytes(image: np.ndarray) -> bytes:
@@ -62,8 +108,8 @@ def _npy_decode(data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndar
             stored_shape, fortran, stored_dtype = np.lib.format.read_array_header_1_0(fp)
         else:
             stored_shape, fortran, stored_dtype = np.lib.format.read_array_header_2_0(fp)
-    except (ValueError, SyntaxError, TypeError) as exc:
-        raise CorruptStoreError(f"stored .npy header is damaged: {exc}") from None
+    except Exception as exc:  # numpy's header parser: ValueError, SyntaxError, tokenize.TokenError, ...
+        raise CorruptStoreError(f"stored .npy header is damaged: {type(exc).__name__}: {exc}") from None
     if fortran or tuple(stored_shape) != tuple(shape) or np.dtype(stored_dtype) != np.dtype(dtype).newbyteorder("<"):
         raise CorruptStoreError(
             f"stored .npy holds {stored_shape} {stored_dtype}, the store recorded {shape} {np.dtype(dtype)}"
@@ -113,11 +159,19 @@ class DiskStore(Store):
     def _load(self, directory: Path) -> dict[str, Any]:
         sidecar = directory / SIDECAR
         try:
-            if sidecar.stat().st_size > _MAX_SIDECAR_BYTES:
-                raise CorruptStoreError(f"{sidecar} is implausibly large")
-            meta = json.loads(sidecar.read_bytes())
+            # A reader opens it relative to the directory it holds; never through a symlink.
+            fd, size = _open_regular(SIDECAR if self._dirfd is not None else sidecar, self._dirfd, str(sidecar))
+            try:
+                if size > _MAX_SIDECAR_BYTES:
+                    raise CorruptStoreError(f"{sidecar} is implausibly large")
+                raw = _read_fd(fd, size)
+            finally:
+                os.close(fd)
+            meta = json.loads(raw)
         except FileNotFoundError:
             raise CorruptStoreError(f"{directory} has no {SIDECAR}; it is not a disk store") from None
+        except IsADirectoryError:
+            raise CorruptStoreError(f"{sidecar} is a directory") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise CorruptStoreError(f"{sidecar} is not valid JSON ({exc})") from None
         if not isinstance(meta, dict):
@@ -151,8 +205,10 @@ class DiskStore(Store):
                 self._image_labels = np.asarray(meta.get("image_labels"), dtype=np.int64).reshape(-1)
                 if len(self._image_labels) != count:
                     raise CorruptStoreError(f"{sidecar} has {len(self._image_labels)} labels for {count} images")
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise CorruptStoreError(f"{sidecar} has malformed image entries ({exc})") from None
+        except (TypeError, ValueError, OverflowError, KeyError, AttributeError) as exc:
+            raise CorruptStoreError(
+                f"{sidecar} has malformed image entries ({type(exc).__name__}: {exc})"
+            ) from None
         self._sums_hex = meta.get("image_checksums")
         if self.mode == "a" and meta.get("checksum") == checksum.ALGORITHM:
             # The appender rewrites every digest with the next commit: they must be whole now.
@@ -270,8 +326,12 @@ class DiskStore(Store):
     def _decode_file(self, index: int) -> np.ndarray:
         path = self._file(index)
         try:
-            with open(os.open(self._name(index), os.O_RDONLY, dir_fd=self._dirfd), "rb", buffering=0) as f:
-                data = f.read()
+            name = self._name(index) if self._dirfd is not None else path
+            fd, size = _open_regular(name, self._dirfd, f"image {index}: {path}")
+            try:
+                data = _read_fd(fd, size)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             raise CorruptStoreError(
                 f"image {index} is missing: {path} does not exist (damaged, or the store was replaced)"

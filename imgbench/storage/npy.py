@@ -45,6 +45,7 @@ is a CorruptStoreError and never an allocation bigger than the files.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import mmap
@@ -255,21 +256,30 @@ class NpyStore(Store):
             os.close(dirfd)
         return meta
 
-    def _open_file(self, name: str, dirfd: int) -> int:
-        """Open a regular file of the store read-only (a FIFO or device here must not block or map)."""
+    def _open_file(self, name: str, dirfd: int, where: Path | None = None) -> int:
+        """Open a regular file of the store read-only (a FIFO or device here must not block or map,
+        a symlink is never followed)."""
+        where = self.path if where is None else where
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK, dir_fd=dirfd)
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
         except FileNotFoundError:
-            raise CorruptStoreError(f"{self.path}: {name} is missing") from None
+            raise CorruptStoreError(f"{where}: {name} is missing") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CorruptStoreError(f"{where}: {name} is a symlink; a store's own files never are") from None
+            if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP, errno.EISDIR):
+                raise CorruptStoreError(f"{where}: {name} is not a regular file") from None
+            raise
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise CorruptStoreError(f"{self.path}: {name} is not a regular file")
+            raise CorruptStoreError(f"{where}: {name} is not a regular file")
         return fd
 
-    def _read_commit(self, dirfd: int) -> bytes:
-        with open(self._open_file(COMMIT, dirfd), "rb") as f:
+    def _read_commit(self, dirfd: int, where: Path | None = None) -> bytes:
+        where = self.path if where is None else where
+        with open(self._open_file(COMMIT, dirfd, where), "rb") as f:
             if os.fstat(f.fileno()).st_size > _MAX_COMMIT_BYTES:
-                raise CorruptStoreError(f"{self.path / COMMIT} is implausibly large")
+                raise CorruptStoreError(f"{where / COMMIT} is implausibly large")
             return f.read()
 
     def _map_data(self, count: int, data_bytes: int) -> None:
@@ -322,17 +332,26 @@ class NpyStore(Store):
     def _open_appender(self, target: Path) -> dict[str, Any]:
         self._dir = target
         try:
-            with open(target / COMMIT, "rb") as f:
-                if os.fstat(f.fileno()).st_size > _MAX_COMMIT_BYTES:
-                    raise CorruptStoreError(f"{target / COMMIT} is implausibly large")
-                raw = f.read()
-        except FileNotFoundError:
-            raise CorruptStoreError(f"{target} has no {COMMIT}; it is not an npy store") from None
+            dirfd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise CorruptStoreError(f"{target} is not a directory; it is not an npy store") from None
+        try:
+            raw = self._read_commit(dirfd, target)
+        finally:
+            os.close(dirfd)
         meta = self._parse_commit(raw, target)
         count, data_bytes = meta["count"], meta["data_bytes"]
         try:
             for attr, name in (("_data_fd", DATA), ("_index_fd", INDEX)):
-                setattr(self, attr, os.open(target / name, os.O_RDWR | os.O_NONBLOCK))
+                try:
+                    fd = os.open(target / name, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        raise CorruptStoreError(f"{target}: {name} is a symlink; a store's own files never are") from None
+                    if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):
+                        raise CorruptStoreError(f"{target}: {name} is not a regular file") from None
+                    raise
+                setattr(self, attr, fd)
                 if not stat.S_ISREG(os.fstat(getattr(self, attr)).st_mode):
                     raise CorruptStoreError(f"{target}: {name} is not a regular file")
             self._check_sizes(self._data_fd, self._index_fd, data_bytes, count, target)

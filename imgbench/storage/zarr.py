@@ -88,9 +88,11 @@ pinning (an object version or ETag check) and ``sync`` need an equivalent.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,11 +100,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 import zarr
+import zstandard
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.buffer.cpu import NDBuffer
 from zarr.core.sync import sync as _zsync
+from zarr.registry import register_codec
 from zarr.storage import LocalStore
 
 from .. import atomic, checksum
@@ -147,6 +151,73 @@ _DTYPE_IDS_JSON = {str(i): DTYPE_CODES[dt] for dt, i in DTYPE_IDS.items()}
 def _positive_int(value: Any, name: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
         raise UnsupportedError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+#: a store's own files are regular files: never follow a symlink, never block on a FIFO or device
+_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _read_regular(path: Path, limit: int) -> bytes | None:
+    """Up to ``limit`` bytes of the regular file ``path``; None when it does not exist.
+
+    A symlink, FIFO, device or directory there is a CorruptStoreError (never followed, never blocks)."""
+    try:
+        fd = os.open(path, _OPEN_READ)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptStoreError(f"{path} is a symlink; a store's own files never are") from None
+        if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):
+            raise CorruptStoreError(f"{path} is not a regular file") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CorruptStoreError(f"{path} is not a regular file")
+        with open(fd, "rb", closefd=False) as f:
+            return f.read(min(st.st_size, limit))
+    finally:
+        os.close(fd)
+
+
+class _BoundedZstdCodec(ZstdCodec):
+    """zarr's zstd codec, refusing a frame that declares more than the chunk it stands for.
+
+    numcodecs allocates a frame's declared content size before decoding it (and grows
+    its output without bound for a frame that declares none), so a few bytes of hostile
+    chunk would cost the reader any amount of memory. Used by readers only (the
+    metadata is identical: ``to_dict`` is the parent's).
+    """
+
+    def _check_frame(self, chunk_bytes: Buffer, chunk_spec: Any) -> None:
+        data = chunk_bytes.as_numpy_array()
+        try:
+            itemsize = chunk_spec.dtype.to_native_dtype().itemsize
+        except AttributeError:  # older zarr: a numpy dtype
+            itemsize = np.dtype(chunk_spec.dtype).itemsize
+        expected = math.prod(chunk_spec.shape) * itemsize
+        try:
+            declared = zstandard.frame_content_size(data[:18].tobytes())
+        except zstandard.ZstdError as exc:
+            raise CorruptStoreError(f"a zstd chunk has a damaged frame header ({exc})") from None
+        if declared < 0 or declared > expected + _SLACK_BYTES:
+            what = "does not declare its size" if declared < 0 else f"declares {declared} bytes"
+            raise CorruptStoreError(
+                f"a zstd chunk {what}, the chunk holds {expected}: the store is damaged or hostile"
+            )
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: Any) -> Buffer:
+        self._check_frame(chunk_bytes, chunk_spec)
+        return super()._decode_sync(chunk_bytes, chunk_spec)
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: Any) -> Buffer:
+        self._check_frame(chunk_bytes, chunk_spec)
+        return await super()._decode_single(chunk_bytes, chunk_spec)
+
+
+register_codec("zstd", _BoundedZstdCodec)
+_BOUNDED_CODECS = {"codecs.zstd": f"{_BoundedZstdCodec.__module__}.{_BoundedZstdCodec.__qualname__}"}
 
 
 _METADATA_NAMES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
@@ -215,13 +286,29 @@ class _FileStore(LocalStore):
         if dirfd is None:
             raise CorruptStoreError(f"{self.root}: the store is closed")
         try:
-            return os.open(key, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
+            fd = os.open(key, _OPEN_READ, dir_fd=dirfd)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             if _is_metadata_key(key):
                 raise KeyError(key) from None
             raise CorruptStoreError(
                 f"{self.root}: {key} is missing (the store is damaged, or was replaced while it was open)"
             ) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CorruptStoreError(f"{self.root}: {key} is a symlink; a store's own files never are") from None
+            if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):
+                raise CorruptStoreError(f"{self.root}: {key} is not a regular file") from None
+            raise
+        return fd
+
+    def _fstat_size(self, fd: int, key: str) -> int:
+        """Size of an open key, refusing anything but a regular file (a FIFO, a device, a directory)."""
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode) and _is_metadata_key(key):
+                raise KeyError(key)
+            raise CorruptStoreError(f"{self.root}: {key} is not a regular file")
+        return st.st_size
 
     def read(self, key: str, byte_range: ByteRequest | None = None) -> bytes | None:
         """Bytes of ``key`` (or a range of them); None for a missing metadata key."""
@@ -230,7 +317,10 @@ class _FileStore(LocalStore):
         except KeyError:
             return None
         try:
-            size = os.fstat(fd).st_size
+            try:
+                size = self._fstat_size(fd, key)
+            except KeyError:
+                return None
             if byte_range is None:
                 start, stop = 0, size
             elif isinstance(byte_range, RangeByteRequest):
@@ -269,7 +359,9 @@ class _FileStore(LocalStore):
         except CorruptStoreError:
             return None
         try:
-            return os.fstat(fd).st_size
+            return self._fstat_size(fd, key)
+        except (KeyError, CorruptStoreError):
+            return None
         finally:
             if owned:
                 os.close(fd)
@@ -389,14 +481,15 @@ class ZarrStore(Store):
 
     @classmethod
     def detect(cls, path: Path) -> bool:
+        # Never open anything but a regular file here: every imgbench.open() of a
+        # directory runs this, and a FIFO named zarr.json would block it forever.
         try:
-            if not path.is_dir():
+            if not path.is_dir() or not stat.S_ISREG(os.lstat(path / RECORD_KEY).st_mode):
                 return False
-            with open(path / RECORD_KEY, "rb") as f:
-                head = f.read(1 << 16)
-        except OSError:
+            head = _read_regular(path / RECORD_KEY, 1 << 16)
+        except (OSError, CorruptStoreError):
             return False
-        return b'"imgbench"' in head
+        return head is not None and b'"imgbench"' in head
 
     # ------------------------------------------------------------ helpers
     def _context(self) -> contextlib.AbstractContextManager:
@@ -408,12 +501,36 @@ class ZarrStore(Store):
         try:
             with self._context():
                 return fn()
+        except CorruptStoreError as exc:
+            raise self._explain(exc) from None
         except (ImgbenchError, IndexError):
             raise
         except Exception as exc:
-            raise CorruptStoreError(
+            raise self._explain(CorruptStoreError(
                 f"{self.path}: reading {what} failed, the store is damaged ({type(exc).__name__}: {exc})"
-            ) from None
+            )) from None
+
+    def _explain(self, exc: CorruptStoreError) -> CorruptStoreError:
+        """``exc``, saying so when a writer replaced (or removed) the store this reader holds open.
+
+        Only on the error path: a reader racing a ``w`` publish is told the store was replaced, not
+        that it is damaged."""
+        pins = self._pins
+        dirfd = pins.dirfd if pins is not None else None
+        if dirfd is None or "replaced" in str(exc):
+            return exc
+        try:
+            held = os.fstat(dirfd)
+            try:
+                now = os.stat(self.path)
+                replaced = held.st_nlink == 0 or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
+            except FileNotFoundError:
+                replaced = True
+        except OSError:
+            return exc
+        if not replaced:
+            return exc
+        return CorruptStoreError(f"{exc} (the store was replaced or removed while it was open)")
 
     def _writing_zarr(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -442,11 +559,7 @@ class ZarrStore(Store):
         def load() -> bytes | None:
             if store._pins is not None:
                 return store.read(RECORD_KEY, RangeByteRequest(0, _MAX_RECORD_BYTES + 1))
-            try:
-                with open(target / RECORD_KEY, "rb") as f:
-                    return f.read(_MAX_RECORD_BYTES + 1)
-            except FileNotFoundError:
-                return None
+            return _read_regular(target / RECORD_KEY, _MAX_RECORD_BYTES + 1)
 
         raw = load()
         if raw is None:
@@ -511,8 +624,12 @@ class ZarrStore(Store):
             raise CorruptStoreError(f"{self._target}: array {name!r} is missing")
         if size > _MAX_ARRAY_JSON_BYTES:
             raise CorruptStoreError(f"{self._target}: metadata of array {name!r} is implausibly large")
-        arr = self._reading(f"the metadata of array {name!r}", lambda: zarr.open_array(
-            store, path=name, mode="r" if mode == "r" else "r+", zarr_format=3))
+        def open_array() -> Any:
+            # Readers decode zstd chunks with the bounded codec (the class is chosen when the metadata is parsed).
+            with zarr.config.set(_BOUNDED_CODECS) if mode == "r" else contextlib.nullcontext():
+                return zarr.open_array(store, path=name, mode="r" if mode == "r" else "r+", zarr_format=3)
+
+        arr = self._reading(f"the metadata of array {name!r}", open_array)
         meta = arr.metadata.to_dict()
         names = set(_codec_names(meta.get("codecs")))
         if not names <= _ALLOWED_CODECS or "sharding_indexed" not in names or meta.get("storage_transformers"):
@@ -561,6 +678,10 @@ class ZarrStore(Store):
                 if name in self._arrays and last >= 0:
                     self._pins.keys.add(self._shard_key(name, last // self._shard_rows(name)))
             return meta
+        except CorruptStoreError as exc:
+            exc = self._explain(exc)
+            self._close_reader()
+            raise exc from None
         except BaseException:
             self._close_reader()
             raise
