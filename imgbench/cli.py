@@ -103,21 +103,30 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
     cfg = targets.make_config(quick=args.quick, repeat=args.repeat, cold=args.cold, workdir=args.dir,
                               tiny=args.tiny)
+    if args.readme:
+        targets.readme_parts(args.readme)  # fail now, not after the measurements
     with targets.progress_bar(targets.total_steps(cfg), enabled=not args.quiet) as progress:
         results = targets.run(cfg, progress, command=["imgbench", *(sys.argv[1:] if args.argv is None else args.argv)])
     print(targets.format_table(results, markdown=args.markdown))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    if args.readme:
+        targets.update_readme(args.readme, results)
     return targets.exit_code(results)
 
 
 def _cmd_png_levels(args: argparse.Namespace) -> int:
-    from . import tradeoff
+    from . import readme, tradeoff
 
     counts = {"cifar": 100, "ct": 1} if args.quick else None
+    if args.readme:
+        readme.parts(args.readme, tradeoff.README_SECTION, "imgbench png-levels")  # fail now, not after measuring
     levels, threads = tradeoff.measure(counts=counts, repeat=args.repeat,
                                        progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
     print(tradeoff.markdown(levels, threads))
+    if args.readme:
+        ran = " ".join(["imgbench", *(sys.argv[1:] if args.argv is None else args.argv)])
+        tradeoff.update_readme(args.readme, ran, levels, threads)
     if args.out:
         out = Path(args.out)
         print(f"plot: {tradeoff.plot(levels, out / 'png_levels.png')}")
@@ -199,12 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
         "as medians of interleaved repeats. Stores go under --dir (default: $TMPDIR): results depend on that disk.",
     )
     tgt.add_argument("--quick", action="store_true",
-                     help="10,000 CIFAR, 48 CT slices, a 20,000-image random store, 3 repeats (CI)")
+                     help="10,000 CIFAR (not 100,000), 48 CT slices, a 20,000-image random store, 3 repeats (CI)")
     tgt.add_argument("--cold", action="store_true", help="also report reads with the page cache evicted first")
     tgt.add_argument("--repeat", type=int, metavar="N", help="timed repeats per figure (default: 5; 3 with --quick)")
     tgt.add_argument("--dir", metavar="DIR", help="where the temporary stores are written (default: $TMPDIR)")
     tgt.add_argument("--markdown", action="store_true", help="print the table as GitHub markdown")
     tgt.add_argument("--json", metavar="FILE", help="also write every sample and the machine details as JSON")
+    tgt.add_argument("--readme", metavar="FILE",
+                     help="also write the markdown table into FILE between its targets-table markers (README.md)")
     tgt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tgt.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, meaningless figures
     tgt.set_defaults(func=_cmd_targets)
@@ -218,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     png.add_argument("--out", metavar="DIR", help="also write png_levels.png (plot) and png_levels.json here")
     png.add_argument("--repeat", type=int, default=3, metavar="N", help="timed repeats, median kept (default: 3)")
     png.add_argument("--quick", action="store_true", help="few images: seconds, rough figures")
+    png.add_argument("--readme", metavar="FILE",
+                     help="also write the tables into FILE between its png-levels markers (README.md)")
     png.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     png.set_defaults(func=_cmd_png_levels)
 

@@ -7,6 +7,7 @@ anyone can re-check the choice on their machine and images.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import codecs, datasets, parallel
+from . import codecs, datasets, parallel, readme
 
 #: built-in dataset -> images measured (enough for stable medians in seconds)
 DEFAULT_COUNTS = {"cifar": 2000, "ct": 16}
@@ -122,6 +123,14 @@ def markdown(level_rows: list[LevelRow], thread_rows: list[ThreadRow]) -> str:
         for r in thread_rows
     ]
     return "\n".join(lines)
+
+
+README_SECTION = "png levels table"
+
+
+def update_readme(path: str | os.PathLike, ran: str, level_rows: list[LevelRow], thread_rows: list[ThreadRow]) -> None:
+    """Write the two tables into ``path``'s png-levels section (see :mod:`imgbench.readme`)."""
+    readme.write_section(path, README_SECTION, "imgbench png-levels", ran, markdown(level_rows, thread_rows))
 
 
 def plot(level_rows: list[LevelRow], path: Path) -> Path:

@@ -13,8 +13,8 @@ from imgbench.cli import main
 
 #: every gated target of DESIGN.md's table: (row key, dataset)
 GATED = {
-    (f"{b}_{op}", d) for b in ("hdf5", "lmdb") for op in ("read_all", "write") for d in ("cifar", "ct")
-} | {("disk_png_read_all", d) for d in ("cifar", "ct")} | {(f"{b}_random_loop", "cifar") for b in ("hdf5", "lmdb")}
+    (f"{b}_{op}", d) for b in ("hdf5", "lmdb") for op in ("read_all", "write") for d in ("cifar", "cifar-large", "ct")
+} | {("disk_png_read_all", d) for d in ("cifar", "cifar-large", "ct")} | {(f"{b}_random_loop", "cifar") for b in ("hdf5", "lmdb")}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_header_says_where_and_how(doc):
     text = targets.format_table(doc)
     assert str(doc["_where"]) in text and doc["filesystem"] and doc["filesystem"] in text
     assert "fsync" in text and "Pillow" in text and "medians of 2 interleaved repeats" in text
-    assert text.rstrip().splitlines()[-1].split(" of ")[1].startswith("12 targets")
+    assert text.rstrip().splitlines()[-1].split(" of ")[1].startswith("17 targets")
 
 
 def test_markdown_renders_one_line_per_row(doc):
@@ -137,7 +137,33 @@ def test_cli_prints_table_writes_json_and_exits_by_verdict(tmp_path, capsys):
     assert code == targets.exit_code(data) and code in (0, 1)
     assert "| operation |" in printed.out and printed.err == ""
     assert data["command"][:2] == ["imgbench", "targets"] and data["config"]["repeat"] == 1
-    assert len(data["rows"]) == 14
+    assert len(data["rows"]) == 19  # 3 data sets x (2 read all + 2 write + disk png) + 2 x (loop, read_many)
+
+
+def test_cli_writes_the_table_into_the_readme_between_its_markers(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\nbefore\n{targets.README_BEGIN}\nstale figures\n{targets.README_END}\nafter\n")
+    code = main(["targets", "--tiny", "--repeat", "1", "--dir", str(tmp_path / "w"), "-q", "--readme", str(readme)])
+    table = capsys.readouterr().out
+    text = readme.read_text()
+    assert code in (0, 1) and "stale figures" not in text
+    assert text.startswith(f"# t\nbefore\n{targets.README_BEGIN}\n") and text.endswith(f"{targets.README_END}\nafter\n")
+    assert "`imgbench targets --tiny --repeat 1" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 + 19 and rows[2].startswith("| hdf5 none read all") and "hdf5 none read all" in table
+    # the next run replaces the table, never appends a second one
+    assert main(["targets", "--tiny", "--repeat", "1", "--dir", str(tmp_path / "w"), "-q", "--readme", str(readme)]) in (0, 1)
+    assert readme.read_text().count(targets.README_BEGIN) == 1 and len(
+        [line for line in readme.read_text().splitlines() if line.startswith("| ")]) == 2 + 19
+
+
+def test_cli_readme_without_markers_fails_before_measuring(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    assert main(["targets", "--tiny", "-q", "--dir", str(tmp_path / "w"), "--readme", str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert "no targets table markers" in err and len(err.strip().splitlines()) == 1 and readme.read_text() == "# no markers\n"
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
 
 
 @pytest.mark.parametrize("argv, message", [

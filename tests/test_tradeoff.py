@@ -28,3 +28,25 @@ def test_cli_writes_table_plot_and_json(tmp_path, capsys):
     assert "| cifar | 1 |" in out and "speed-up" in out
     data = json.loads((tmp_path / "png_levels.json").read_text())
     assert len(data["levels"]) == 20 and (tmp_path / "png_levels.png").exists()
+
+
+def test_cli_writes_the_tables_into_the_readme(tmp_path, capsys):
+    from imgbench import readme, tradeoff
+
+    begin, end = readme.markers(tradeoff.README_SECTION, "imgbench png-levels")
+    path = tmp_path / "README.md"
+    path.write_text(f"intro\n{begin}\nold table\n{end}\nrest\n")
+    assert cli.main(["png-levels", "--quick", "--repeat", "1", "-q", "--readme", str(path)]) == 0
+    text = path.read_text()
+    assert "old table" not in text and text.startswith(f"intro\n{begin}\n") and text.endswith(f"{end}\nrest\n")
+    assert "`imgbench png-levels --quick --repeat 1 -q --readme" in text
+    assert "| data | PNG level | bytes / raw |" in text and "| data | threads |" in text
+
+
+def test_cli_readme_without_markers_fails_before_measuring(tmp_path, capsys):
+    path = tmp_path / "README.md"
+    path.write_text("no markers\n")
+    assert cli.main(["png-levels", "--quick", "-q", "--readme", str(path)]) == 2
+    err = capsys.readouterr()
+    assert "no png levels table markers" in err.err and len(err.err.strip().splitlines()) == 1
+    assert err.out == "" and path.read_text() == "no markers\n"
