@@ -102,3 +102,26 @@ def test_disk_raw_files_are_plain_npy(tmp_path):
         s.append(image)
     loaded = np.load(path / "00000000.npy", allow_pickle=False)
     assert loaded.tobytes() == image.tobytes() and loaded.shape == image.shape
+
+
+def _refuse_unpickling(*args, **kwargs):
+    raise AssertionError("a store was unpickled: stored data must never run code when read")
+
+
+def test_reading_never_unpickles(tmp_path, config, monkeypatch):
+    """Every backend and codec: open, read everything, labels, attrs and checksums with pickle disabled."""
+    import pickle
+
+    backend, compression = config
+    path = tmp_path / f"s-{backend}"
+    images = [sample((6, 5, 3), np.uint8, seed=k) for k in range(4)] + [sample((7, 4), np.uint16)]
+    with imgbench.open(path, "w", backend=backend, compression=compression) as s:
+        s.extend(images, labels=[1, 2, 3, 4, 5])
+        s.attrs["note"] = {"nested": [1, "two"]}
+    for name in ("loads", "load", "Unpickler"):
+        monkeypatch.setattr(pickle, name, _refuse_unpickling)
+    with imgbench.open(path, verify=True) as s:
+        got = s.read_many()
+        assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, images))
+        assert list(s.labels) == [1, 2, 3, 4, 5] and s.attrs["note"] == {"nested": [1, "two"]}
+        assert s.checksums is not None and len(s.checksums) == 5
