@@ -81,12 +81,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     with report.file_progress("converting", enabled=not args.quiet) as (set_total, advance):
         done = convert.convert(
             args.src, args.dst, backend=args.backend, compression=args.compression, level=args.level,
-            overwrite=args.overwrite, progress=advance, total=set_total,
+            overwrite=args.overwrite, progress=advance, total=set_total, images_per_shard=args.images_per_shard,
+            bytes_per_shard=args.bytes_per_shard, shards=args.shards, workers=args.workers, scheduler=args.scheduler,
         )
     for warning in done.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     classes = f", {len(done.classes)} classes" if done.classes else ""
-    print(f"wrote {done.images} images{classes} to {done.dst} ({done.backend}, {done.compression})")
+    shards = f"; {done.shards} shards" if done.shards is not None else ""
+    print(f"wrote {done.images} images{classes} to {done.dst} ({done.backend}, {done.compression}{shards})")
     return 0
 
 
@@ -132,6 +134,16 @@ def _cmd_png_levels(args: argparse.Namespace) -> int:
         print(f"plot: {tradeoff.plot(levels, out / 'png_levels.png')}")
         (out / "png_levels.json").write_text(json.dumps(tradeoff.as_json(levels, threads), indent=2))
     return 0
+
+
+def _size(text: str) -> int:
+    from .convert import parse_size
+    from .errors import UnsupportedError
+
+    try:
+        return parse_size(text)
+    except UnsupportedError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -184,6 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--compression", help="compression of the new store (default: the backend's)")
     conv.add_argument("--level", type=int, help="compression level, where the compression has one")
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it is an imgbench store")
+    shard = conv.add_argument_group(
+        "sharded dataset", "DST becomes a directory of shard stores plus imgbench-shards.json; give one limit")
+    shard.add_argument("--images-per-shard", type=int, metavar="N", help="N source files (images) per shard")
+    shard.add_argument("--bytes-per-shard", type=_size, metavar="SIZE",
+                       help="about SIZE source bytes per shard, e.g. 256M (default with --workers: 256M)")
+    shard.add_argument("--shards", type=int, metavar="N", help="N shards of near-equal size")
+    shard.add_argument("--workers", type=int, metavar="N",
+                       help="write shards in parallel on a local Dask cluster of N processes (pip install 'imgbench[dask]')")
+    shard.add_argument("--scheduler", metavar="ADDRESS",
+                       help="write shards on an existing Dask cluster, e.g. tcp://host:8786 (workers must see SRC and DST)")
     conv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     conv.set_defaults(func=_cmd_convert)
 

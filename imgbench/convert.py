@@ -33,6 +33,8 @@ class ConvertReport:
     classes: list[str] | None = None
     ignored: int = 0
     skipped: Counter = field(default_factory=Counter)
+    #: number of shards of a sharded dataset; None for a plain store
+    shards: int | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -57,6 +59,11 @@ def convert(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
     total: Callable[[int], None] | None = None,
+    images_per_shard: int | None = None,
+    bytes_per_shard: int | None = None,
+    shards: int | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> ConvertReport:
     """Copy every image (and label) of ``src`` into a new store at ``dst``.
 
@@ -64,6 +71,11 @@ def convert(
     names, recorded in ``attrs["classes"]``) or an existing store of any
     backend. ``progress(k)`` is called after each ``k`` images; ``total(n)``
     once the number of files (folder) or images (store) is known.
+
+    A shard limit (``images_per_shard``, ``bytes_per_shard`` or ``shards``),
+    ``workers`` or ``scheduler`` makes ``dst`` a sharded dataset (see
+    :func:`convert_sharded`); ``workers``/``scheduler`` write its shards in
+    parallel on Dask.
     """
     src_path = Path(os.fspath(src)).expanduser()
     dst_path = Path(os.fspath(dst)).expanduser()
@@ -77,6 +89,12 @@ def convert(
         raise UnsupportedError(
             f"compression {compression!r} is not supported by backend {target.name!r}; "
             f"choose one of: {', '.join(target.compressions)}"
+        )
+    if any(v is not None for v in (images_per_shard, bytes_per_shard, shards, workers, scheduler)):
+        return convert_sharded(
+            src_path, dst_path, backend=target.name, compression=compression, level=level, overwrite=overwrite,
+            progress=progress, total=total, images_per_shard=images_per_shard, bytes_per_shard=bytes_per_shard,
+            shards=shards, workers=workers, scheduler=scheduler,
         )
     tick = progress or (lambda k: None)
     mode = "w" if overwrite else "x"
@@ -140,4 +158,174 @@ def describe(report: ConvertReport) -> dict[str, Any]:
         "classes": report.classes,
         "ignored": report.ignored,
         "skipped": dict(report.skipped),
+        "shards": report.shards,
     }
+
+
+# ------------------------------------------------------------ sharded (and parallel) conversion
+#: shard size when --workers/--scheduler is given without a limit: source bytes per shard, as the tar backend's shards
+DEFAULT_SHARD_BYTES = 256 << 20
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"256M"`` -> 268435456: a byte count with an optional K/M/G/T suffix (binary units, ``B``/``iB`` allowed)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise UnsupportedError(f"{text!r} is not a size: use a number of bytes with an optional K, M, G or T suffix")
+    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if value < 1:
+        raise UnsupportedError(f"{text!r} is not a positive size")
+    return value
+
+
+def convert_shard(task: dict[str, Any], tick: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Convert one slice of the source into one shard: the unit of work of a (parallel) sharded conversion.
+
+    ``task`` carries only its own slice (file names and labels, or an index
+    range of a source store), never the whole source list, so a worker's
+    memory does not grow with the dataset. The shard is written atomically
+    (:func:`imgbench.sharded.write_shard`): running a task twice (a Dask retry)
+    leaves the same single shard. Returns ``{"name", "images", "skipped"}``.
+    """
+    from . import sharded
+
+    skipped: Counter = Counter()
+    step = tick or (lambda k: None)
+
+    def from_files():
+        root = Path(task["root"])
+        for rel, kind, label in task["files"]:
+            try:
+                images = sources.read_file(sources.SourceFile(root / rel, kind, label))
+            except sources.SkipFile as why:
+                skipped[str(why)] += 1
+                step(1)
+                continue
+            for image in images:
+                yield image, label
+            step(1)
+
+    def from_store():
+        labels = task["labels"]
+        start, stop = task["start"], task["stop"]
+        with open_store(task["src"]) as source:
+            if len(source) < stop:
+                raise ImgbenchError(f"{task['src']} shrank while it was being converted; convert it again")
+            for a in range(start, stop, BATCH):
+                b = min(stop, a + BATCH)
+                for k, image in enumerate(source.read_many(range(a, b))):
+                    yield image, None if labels is None else int(labels[a - start + k])
+                step(b - a)
+
+    items = from_files() if "files" in task else from_store()
+    count = sharded.write_shard(task["dst"], task["name"], items, backend=task["backend"],
+                                compression=task["compression"], level=task["level"])
+    return {"name": task["name"], "images": count, "skipped": dict(skipped)}
+
+
+def convert_sharded(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    backend: str,
+    compression: str | None = None,
+    level: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+    total: Callable[[int], None] | None = None,
+    images_per_shard: int | None = None,
+    bytes_per_shard: int | None = None,
+    shards: int | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+) -> ConvertReport:
+    """Convert ``src`` into a sharded dataset at ``dst``: one shard per slice of the sorted source.
+
+    Slices come from :func:`imgbench.sharded.plan` over the sorted file list
+    (folder) or the image indices (store): ``images_per_shard`` counts files
+    (images, for single-image files), ``bytes_per_shard`` source file bytes,
+    ``shards`` a number of near-equal slices. Boundaries never depend on the
+    worker count, so the result is the same dataset whoever writes it.
+    Without ``workers``/``scheduler`` the shards are written one after the
+    other in this process; with them, one Dask task per shard
+    (:mod:`imgbench.cluster`). Everything is written in a hidden temporary
+    directory and renamed to ``dst`` after the manifest: an interrupted
+    conversion leaves no dataset.
+    """
+    from . import atomic, cluster, sharded
+
+    src_path = Path(os.fspath(src)).expanduser().resolve()
+    dst_path = Path(os.fspath(dst)).expanduser()
+    parallel = workers is not None or scheduler is not None
+    if parallel:
+        cluster.check_workers(workers, scheduler)
+        cluster.require()
+    limit = sharded.check_limit(images_per_shard, bytes_per_shard, shards) or {"bytes": DEFAULT_SHARD_BYTES}
+    tick = progress or (lambda k: None)
+    report = ConvertReport(dst=dst_path)
+    common = {"backend": backend, "compression": compression, "level": level}
+
+    if _is_store(src_path) and "bytes" in limit:
+        raise UnsupportedError(
+            "bytes per shard is measured on source files; for a store source give --images-per-shard or --shards"
+        )
+    tmp = sharded.prepare(dst_path, "w" if overwrite else "x")
+    try:
+        if _is_store(src_path):
+            with open_store(src_path) as source:
+                n = len(source)
+                labels = source.labels
+                attrs = source.attrs.to_dict()
+                attrs["converted_from"] = f"{source.backend}/{source.compression} store {src_path.name}"
+            classes = attrs.get("classes")
+            report.classes = classes if isinstance(classes, list) else None
+            slices = sharded.plan(n, **{_KW[k]: v for k, v in limit.items()})
+
+            def make_tasks():
+                for k, (a, b) in enumerate(slices):
+                    yield {"src": str(src_path), "start": a, "stop": b, "name": sharded.shard_name(k, backend),
+                           "labels": None if labels is None else labels[a:b].tolist(), "dst": str(tmp), **common}
+        else:
+            found = sources.scan(src_path)
+            report.classes, report.ignored = found.classes, found.ignored
+            n = len(found.files)
+            sizes = [os.stat(f.path).st_size for f in found.files] if "bytes" in limit else None
+            slices = sharded.plan(n, sizes, **{_KW[k]: v for k, v in limit.items()})
+            attrs = {"classes": found.classes} if found.classes is not None else {}
+            attrs["source"] = str(src_path)
+            root = found.root
+
+            def make_tasks():
+                for k, (a, b) in enumerate(slices):
+                    files = [(f.path.relative_to(root).as_posix(), f.kind, f.label) for f in found.files[a:b]]
+                    yield {"root": str(root), "files": files, "name": sharded.shard_name(k, backend), "dst": str(tmp),
+                           **common}
+        if total:
+            total(n)
+
+        if parallel:
+            sizes_done = [b - a for a, b in slices]
+            results = cluster.run(convert_shard, make_tasks(), len(slices), workers=workers, scheduler=scheduler,
+                                  done=lambda i, _: tick(sizes_done[i]), name="imgbench-convert")
+        else:
+            results = [convert_shard(task, tick) for task in make_tasks()]
+        for result in results:
+            report.skipped.update(result["skipped"])
+        names = [r["name"] for r in results if r["images"]]
+        report.images = sum(r["images"] for r in results)
+        if report.images == 0:
+            reasons = "; ".join(f"{k} x {why}" for why, k in report.skipped.items())
+            raise sources.SourceError(f"no usable images in {src_path}: {reasons}")
+        manifest = sharded.finish(tmp, names, backend=backend, attrs=attrs, limit=limit)
+        atomic.publish(tmp, dst_path, replace=overwrite)
+    except BaseException:
+        atomic.remove(tmp)
+        raise
+    report.backend, report.compression, report.shards = backend, manifest["compression"], len(names)
+    return report
+
+
+_KW = {"images": "images_per_shard", "bytes": "bytes_per_shard", "shards": "shards"}

@@ -33,6 +33,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "labelled": labels is not None,
             "classes": int(len(set(labels.tolist()))) if labels is not None else 0,
             "attrs": store.attrs.to_dict(),
+            **({"shards": store.shards} if hasattr(store, "shards") else {}),  # a sharded dataset
             "disk": disk_usage(path),
         }
 

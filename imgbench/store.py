@@ -754,6 +754,10 @@ def open(  # noqa: A001 - the contract names it open
         raise UnsupportedError(
             f"unknown backend {backend!r}; choose one of: {', '.join(registry.backends())}"
         )
+    from . import sharded
+
+    if sharded.wanted(path, mode, options):  # a directory of shard stores plus a manifest (imgbench.sharded)
+        return sharded.open_dataset(path, mode, backend=backend, compression=compression, level=level, options=options)
     if mode in ("r", "a"):
         if not os.path.lexists(path):
             raise StoreNotFoundError(

@@ -59,6 +59,10 @@ def from_suffix(path: Path) -> type:
 
 def detect(path: Path) -> type:
     """The backend of the existing store at ``path``; CorruptStoreError when none recognises it."""
+    from .. import sharded
+
+    if sharded.detect(path):  # a sharded dataset: a directory of shard stores plus a manifest
+        return sharded.ShardedStore
     for name in backends():
         cls = get(name)
         if cls.detect(path):
