@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import remote
 from .errors import CorruptStoreError
 from .measure import disk_usage
 from .store import open as open_store
@@ -34,7 +35,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "classes": int(len(set(labels.tolist()))) if labels is not None else 0,
             "attrs": store.attrs.to_dict(),
             **({"shards": store.shards} if hasattr(store, "shards") else {}),  # a sharded dataset
-            "disk": disk_usage(path),
+            "disk": remote.usage(path) if remote.is_url(path) else disk_usage(path),
         }
 
 

@@ -295,6 +295,23 @@ class Store:
         """True if ``path`` holds a store of this backend (cheap, no full open)."""
         raise NotImplementedError
 
+    #: why this backend's stores cannot be read from a URL (backends that can override ``remote_reader``)
+    remote_refusal: ClassVar[str] = "this backend reads only local files"
+
+    @classmethod
+    def detect_remote(cls, probe: Any) -> bool:
+        """True if the URL described by ``probe`` (an :class:`imgbench.remote.Probe`) holds a store of this backend."""
+        return False
+
+    @classmethod
+    def remote_reader(cls) -> type[Store]:
+        """The class that reads this backend's stores from a URL (``s3://...``); UnsupportedError if none can."""
+        raise UnsupportedError(
+            f"{cls.name} stores cannot be read from an object store: {cls.remote_refusal}. Copy the store to a "
+            "local path (aws s3 sync, or s3fs get(recursive=True)) and open the copy, or convert it to zarr, tar "
+            "or hdf5, which read from s3:// directly"
+        )
+
     def _init_handles(self) -> None:
         """Set handle attributes to their closed state (no I/O)."""
 
@@ -742,18 +759,23 @@ def open(  # noqa: A001 - the contract names it open
     **options: Any,
 ) -> Store:
     """Open or create an image store; see README "API" for modes and guarantees."""
+    from . import remote
     from .storage import registry
 
-    try:
-        path = Path(os.fspath(path)).expanduser()
-    except TypeError:
-        raise UnsupportedError(f"path must be a str or os.PathLike, got {type(path).__name__}") from None
     if mode not in MODES:
         raise UnsupportedError(f"mode {mode!r} is not one of 'r' (read), 'w' (replace), 'x' (create), 'a' (append)")
     if backend is not None and backend not in registry.backends():
         raise UnsupportedError(
             f"unknown backend {backend!r}; choose one of: {', '.join(registry.backends())}"
         )
+    if remote.is_url(path):  # s3://bucket/x.zarr and other fsspec URLs: read-only, see imgbench.remote
+        return remote.open_url(path, mode, backend=backend, compression=compression, level=level, options=options)
+    if options.pop("storage_options", None) is not None:
+        raise UnsupportedError(f"storage_options apply to URLs such as s3://bucket/store, not to the local path {path}")
+    try:
+        path = Path(os.fspath(remote.local_path(path))).expanduser()
+    except TypeError:
+        raise UnsupportedError(f"path must be a str or os.PathLike, got {type(path).__name__}") from None
     from . import sharded
 
     if sharded.wanted(path, mode, options):  # a directory of shard stores plus a manifest (imgbench.sharded)

@@ -2,9 +2,9 @@
 
 Real PNG and TIFF files in class sub-folders; the result must be the same dataset
 (same images, order, labels, shard layout) whatever the worker count, and the same
-images as a plain conversion. A LocalCluster costs seconds, so this module starts
-few: the two the CLI starts for --workers 2 and --workers 1, and one shared cluster
-for the --scheduler tests.
+images as a plain conversion. A LocalCluster of processes costs seconds, so this
+module starts two (the CLI's for --workers 2 and --workers 1) plus one in a killed
+subprocess; the --scheduler tests share one cluster of threads.
 """
 
 from __future__ import annotations
@@ -76,8 +76,10 @@ def reference(folder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scheduler():
+    """An existing cluster for --scheduler: workers as threads of this process (starts in a fraction of a
+    second; the process clusters are the ones --workers starts)."""
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
                                   silence_logs=logging.CRITICAL) as local:
         yield local.scheduler_address
 

@@ -145,6 +145,12 @@ class DiskStore(Store):
     def detect(cls, path: Path) -> bool:
         return path.is_dir() and (path / SIDECAR).is_file()
 
+    remote_refusal = "one object per image would cost one request per image read"
+
+    @classmethod
+    def detect_remote(cls, probe) -> bool:
+        return probe.names is not None and SIDECAR in probe.names
+
     def _suffix(self) -> str:
         return codecs.CODECS[self.compression].suffix
 

@@ -197,6 +197,12 @@ class LMDBStore(Store):
     def detect(cls, path: Path) -> bool:
         return path.is_dir() and (path / "data.mdb").is_file()
 
+    remote_refusal = "LMDB needs a local memory-mapped file (and a lock file), which an object store cannot give"
+
+    @classmethod
+    def detect_remote(cls, probe) -> bool:
+        return probe.names is not None and "data.mdb" in probe.names
+
     # ------------------------------------------------------------ opening
     def _codec(self) -> codecs.Codec:
         return codecs.get(self.compression, self.compressions, self.name)

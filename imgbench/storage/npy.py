@@ -165,6 +165,12 @@ class NpyStore(Store):
     def detect(cls, path: Path) -> bool:
         return path.is_dir() and (path / COMMIT).is_file()
 
+    remote_refusal = "it is read through a memory map of a local file"
+
+    @classmethod
+    def detect_remote(cls, probe) -> bool:
+        return probe.names is not None and COMMIT in probe.names
+
     # ------------------------------------------------------------ commit record
     def _parse_commit(self, raw: bytes, where: Path) -> dict[str, Any]:
         """Decode and check the commit record's npy-specific fields; sets ``_uniform``."""

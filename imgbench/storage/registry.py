@@ -72,3 +72,17 @@ def detect(path: Path) -> type:
         f"{path} is a {kind} that no imgbench backend recognises ({', '.join(backends())}); "
         "it is not an imgbench store, or it is damaged"
     )
+
+
+def detect_remote(probe) -> type:
+    """The backend of the store at a URL (``probe``: an :class:`imgbench.remote.Probe`); CorruptStoreError when
+    none recognises it. Backends that cannot read remotely still recognise their stores, to say so."""
+    for name in backends():
+        cls = get(name)
+        if cls.detect_remote(probe):
+            return cls
+    kind = "an object" if probe.names is None else "a prefix"
+    raise CorruptStoreError(
+        f"{probe.url} is {kind} that no imgbench backend recognises ({', '.join(backends())}); "
+        "it is not an imgbench store (upload the whole store directory), or it is damaged"
+    )

@@ -49,6 +49,7 @@ import stat
 import sys
 import tarfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ import numpy as np
 from .. import atomic, codecs, parallel
 from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
 from ..images import DTYPE_IDS, SUPPORTED_DTYPES
+from ..remote import RemoteStore
 from ..store import Store, check_meta, stack_if_uniform
 from .disk import _npy_decode
 
@@ -183,6 +185,14 @@ class TarStore(Store):
     def detect(cls, path: Path) -> bool:
         return path.is_dir() and (path / COMMIT).is_file()
 
+    @classmethod
+    def detect_remote(cls, probe) -> bool:
+        return probe.names is not None and COMMIT in probe.names
+
+    @classmethod
+    def remote_reader(cls) -> type[Store]:
+        return RemoteTarStore
+
     # ------------------------------------------------------------ opening
     def _open_in_dir(self, name: str, flags: int = _OPEN_READ) -> int:
         return os.open(name, flags, 0o666, dir_fd=self._dirfd)  # created files: 0644 under the usual umask
@@ -222,6 +232,21 @@ class TarStore(Store):
                 f"{self.path}/{COMMIT} describes index columns {columns!r}; this imgbench reads "
                 f"{list(INDEX_COLUMNS)} (<i8). Damaged, or written by a development version: rewrite it"
             )
+        raw = self._index_bytes(count * _ROW)
+        if len(raw) < count * _ROW:
+            raise CorruptStoreError(
+                f"{self.path}/{INDEX} is truncated: {len(raw)} bytes for {count} images ({_ROW} bytes each)"
+            )
+        rows = np.frombuffer(raw, "<i8").reshape(count, _NCOL).astype(np.int64)
+        self._check_index(rows, meta.get("compression"))
+        self._table = rows
+        self._uniform = None
+        if count and (rows[:, _KIND] == rows[0, _KIND]).all():
+            self._uniform = self._kind(0)
+        return meta
+
+    def _index_bytes(self, nbytes: int) -> bytes:
+        """The first ``nbytes`` of the index (fewer when it is shorter: the caller reports it truncated)."""
         try:
             fd = self._open_in_dir(INDEX)
         except FileNotFoundError:
@@ -234,20 +259,10 @@ class TarStore(Store):
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise CorruptStoreError(f"{self.path}/{INDEX} is not a regular file")
-            if st.st_size < count * _ROW:
-                raise CorruptStoreError(
-                    f"{self.path}/{INDEX} is truncated: {st.st_size} bytes for {count} images ({_ROW} bytes each)"
-                )
-            raw = _pread_exact(fd, count * _ROW, 0, f"{self.path}/{INDEX}") if count else b""
+            n = min(nbytes, st.st_size)
+            return _pread_exact(fd, n, 0, f"{self.path}/{INDEX}") if n else b""
         finally:
             os.close(fd)
-        rows = np.frombuffer(raw, "<i8").reshape(count, _NCOL).astype(np.int64)
-        self._check_index(rows, meta.get("compression"))
-        self._table = rows
-        self._uniform = None
-        if count and (rows[:, _KIND] == rows[0, _KIND]).all():
-            self._uniform = self._kind(0)
-        return meta
 
     def _check_shards(self, shards: Any) -> list[dict[str, Any]]:
         if not isinstance(shards, list):
@@ -542,11 +557,14 @@ class TarStore(Store):
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size != size:
             os.close(fd)
-            what = "is not a regular file" if not stat.S_ISREG(st.st_mode) else f"has {st.st_size} bytes"
-            raise CorruptStoreError(
-                f"shard {name} of {self.path} {what}; the commit record says {size}: truncated or modified"
-            )
+            raise self._shard_mismatch(k, "is not a regular file" if not stat.S_ISREG(st.st_mode) else st.st_size)
         return fd
+
+    def _shard_mismatch(self, k: int, found: int | str) -> CorruptStoreError:
+        """Shard ``k`` is not what the commit record says (``found``: its size, or what it is instead)."""
+        name, size = self._shards[k]["name"], self._shards[k]["size"]
+        what = found if isinstance(found, str) else f"has {found} bytes"
+        return CorruptStoreError(f"shard {name} of {self.path} {what}; the commit record says {size}: truncated or modified")
 
     def _shard_fd(self, k: int) -> tuple[int, bool]:
         """An open descriptor of shard ``k`` and whether the caller must close it."""
@@ -646,11 +664,16 @@ class TarStore(Store):
         else:
             results = [None] * n
 
-        def run(a: int, b: int) -> None:
+        ranges = []  # (shard, start, end) of each run: one read each
+        for a, b in runs:
             members = order_l[a:b]
-            start = off_l[members[0]]  # sorted: the first has the lowest offset
-            end = max(off_l[p] + size_l[p] for p in members)
-            buf = self._read_range(shard_l[members[0]], end - start, start)
+            # sorted: the first has the lowest offset
+            ranges.append((shard_l[members[0]], off_l[members[0]], max(off_l[p] + size_l[p] for p in members)))
+
+        def run(r: int, buf: bytes) -> None:
+            a, b = runs[r]
+            members = order_l[a:b]
+            start = ranges[r][1]
             view = memoryview(buf)
             for p in members:
                 o, z = off_l[p] - start, size_l[p]
@@ -663,8 +686,16 @@ class TarStore(Store):
                 else:
                     results[p] = image
 
-        parallel.map_chunks(lambda s, e: [run(*r) for r in runs[s:e]], len(runs), self.options["threads"], chunk=1)
+        self._read_runs(ranges, run)
         return out if out is not None else stack_if_uniform(results)
+
+    def _read_runs(self, ranges: list[tuple[int, int, int]], use: Callable[[int, bytes], None]) -> None:
+        """``use(r, bytes of ranges[r])`` for every (shard, start, end), reads and decoding spread over threads."""
+        def one(r: int) -> None:
+            k, start, end = ranges[r]
+            use(r, self._read_range(k, end - start, start))
+
+        parallel.map_chunks(lambda s, e: [one(r) for r in range(s, e)], len(ranges), self.options["threads"], chunk=1)
 
     def _get_labels(self) -> np.ndarray | None:
         return self._table[: self._count, LABEL].copy()
@@ -672,3 +703,98 @@ class TarStore(Store):
     def _get_checksums(self) -> np.ndarray | None:
         # Part of the index every reader loads anyway: nothing extra to read or check.
         return self._table[: self._count, CHECKSUM].view(np.uint64).copy()
+
+
+#: bytes fetched per batch of concurrent ranged GETs in a remote ``read_many``
+_REMOTE_BATCH_BYTES = 64 << 20
+
+
+class RemoteTarStore(RemoteStore, TarStore):
+    """A tar store read from a URL (``s3://bucket/x/``): the local reader with the bytes fetched remotely.
+
+    The commit record and the index are read whole (and checked as locally);
+    every image is then one ranged GET of its member, never a scan, and
+    ``read_many`` fetches the runs of nearby members with concurrent ranged GETs
+    (fsspec ``cat_ranges``) in batches of ~64 MiB, decoding each batch on the
+    thread pool. A shard's size is checked against the commit record (one HEAD)
+    before its first read.
+    """
+
+    def _init_handles(self) -> None:
+        super()._init_handles()
+        self._fs: Any = None
+        self._root = ""
+        self._checked: set[int] = set()  # shards whose size matched the commit record
+
+    def _open_reader(self) -> dict[str, Any]:
+        self._fs, self._root = self._remote_fs()
+        self._checked = set()
+        try:
+            return self._load()
+        except BaseException:
+            self._close_reader()
+            raise
+
+    def _close_reader(self) -> None:
+        self._fs = None
+        super()._close_reader()
+
+    def _reader_handles(self) -> Any:
+        handles = (self._fs, super()._reader_handles())
+        self._fs = None
+        return handles
+
+    def _cat(self, name: str, what: str, start: int, end: int) -> bytes:
+        key = self._remote_key(self._root, name)
+        return self._remote_call(what, lambda: self._fs.cat_file(key, start=start, end=end))
+
+    def _read_small(self, name: str, limit: int) -> bytes:
+        data = self._cat(name, name, 0, limit + 1)
+        if len(data) > limit:
+            raise CorruptStoreError(f"{self.path}/{name} is implausibly large (over {limit} bytes)")
+        return data
+
+    def _index_bytes(self, nbytes: int) -> bytes:
+        if not nbytes:
+            return b""
+        return self._cat(INDEX, INDEX, 0, nbytes)
+
+    def _check_shard(self, k: int) -> str:
+        """The key of shard ``k``, its size checked against the commit record on first use."""
+        name = self._shards[k]["name"]
+        key = self._remote_key(self._root, name)
+        if k not in self._checked:
+            size = self._remote_call(f"shard {name}", lambda: self._fs.size(key))
+            if size != self._shards[k]["size"]:
+                raise self._shard_mismatch(k, size)
+            self._checked.add(k)
+        return key
+
+    def _read_range(self, k: int, size: int, offset: int) -> bytes:
+        self._check_shard(k)
+        data = self._cat(self._shards[k]["name"], f"shard {self._shards[k]['name']}", offset, offset + size)
+        if len(data) != size:
+            raise self._shard_mismatch(k, f"is truncated ({len(data)} of {size} bytes at offset {offset})")
+        return data
+
+    def _read_runs(self, ranges: list[tuple[int, int, int]], use: Callable[[int, bytes], None]) -> None:
+        batch_start, total = 0, 0
+        for r, (_k, start, end) in enumerate(ranges):
+            total += end - start
+            if total >= _REMOTE_BATCH_BYTES or r == len(ranges) - 1:
+                self._fetch_batch(ranges, batch_start, r + 1, use)
+                batch_start, total = r + 1, 0
+
+    def _fetch_batch(self, ranges: list[tuple[int, int, int]], lo: int, hi: int,
+                     use: Callable[[int, bytes], None]) -> None:
+        keys = [self._check_shard(k) for k, _s, _e in ranges[lo:hi]]
+        starts = [s for _k, s, _e in ranges[lo:hi]]
+        ends = [e for _k, _s, e in ranges[lo:hi]]
+        got = self._remote_call("shard data", lambda: self._fs.cat_ranges(keys, starts, ends, on_error="return"))
+        for r, data in zip(range(lo, hi), got):
+            if isinstance(data, BaseException):
+                raise self._remote_error(f"shard {self._shards[ranges[r][0]]['name']}", data) from None
+            if len(data) != ranges[r][2] - ranges[r][1]:
+                raise self._shard_mismatch(ranges[r][0], f"is truncated at offset {ranges[r][1]}")
+        parallel.map_chunks(lambda s, e: [use(lo + j, got[j]) for j in range(s, e)], hi - lo,
+                            self.options["threads"], chunk=1)

@@ -80,9 +80,11 @@ allocate more than ~64k times the store's size), and every array's codecs must
 be ones imgbench writes (no pickle, no third-party codec is ever run).
 
 Storage goes through zarr's store abstraction (``_FileStore``, a ``LocalStore``
-with the directory pinning above). An fsspec/S3 store would plug in at
-``_FileStore`` / ``_open_store``: object PUTs are already atomic, so only the
-pinning (an object version or ETag check) and ``sync`` need an equivalent.
+with the directory pinning above). ``RemoteZarrStore`` reads a store at a URL
+(``s3://bucket/x.zarr``) through ``_RemoteZarr``, zarr's ``FsspecStore`` with
+the same "missing chunk is an error" rule, and otherwise the very same checks;
+it is not pinned (an object version or ETag check would be the equivalent).
+Writing to a URL is refused (see ``imgbench.remote``).
 """
 
 from __future__ import annotations
@@ -107,11 +109,12 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.buffer.cpu import NDBuffer
 from zarr.core.sync import sync as _zsync
 from zarr.registry import register_codec
-from zarr.storage import LocalStore
+from zarr.storage import FsspecStore, LocalStore
 
 from .. import atomic, checksum
 from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
 from ..images import DTYPE_CODES, DTYPE_IDS, dtype_from_code, dtype_from_id
+from ..remote import RemoteStore
 from ..store import Store, check_meta, stack_if_uniform
 
 T = TypeVar("T")
@@ -491,6 +494,17 @@ class ZarrStore(Store):
             return False
         return head is not None and b'"imgbench"' in head
 
+    @classmethod
+    def detect_remote(cls, probe) -> bool:
+        if probe.names is None or RECORD_KEY not in probe.names:
+            return False
+        head = probe.read(RECORD_KEY, 1 << 16)
+        return head is not None and b'"imgbench"' in head
+
+    @classmethod
+    def remote_reader(cls) -> type[Store]:
+        return RemoteZarrStore
+
     # ------------------------------------------------------------ helpers
     def _context(self) -> contextlib.AbstractContextManager:
         threads = self.options["threads"]
@@ -557,9 +571,9 @@ class ZarrStore(Store):
 
     def _read_record(self, store: _FileStore, target: Path) -> dict[str, Any]:
         def load() -> bytes | None:
-            if store._pins is not None:
-                return store.read(RECORD_KEY, RangeByteRequest(0, _MAX_RECORD_BYTES + 1))
-            return _read_regular(target / RECORD_KEY, _MAX_RECORD_BYTES + 1)
+            if isinstance(store, _FileStore) and store._pins is None:
+                return _read_regular(target / RECORD_KEY, _MAX_RECORD_BYTES + 1)
+            return store.read(RECORD_KEY, RangeByteRequest(0, _MAX_RECORD_BYTES + 1))
 
         raw = load()
         if raw is None:
@@ -671,7 +685,7 @@ class ZarrStore(Store):
             self._ragged = None
             self._sizes = {}
             # The last shard of each array may be rewritten by an appender: read one version of it.
-            for name, last in (("images", self._ucount - 1), ("labels", meta["count"] - 1),
+            for name, last in () if self._pins is None else (("images", self._ucount - 1), ("labels", meta["count"] - 1),
                                ("checksums", meta["count"] - 1),
                                ("offsets", self._rcount), ("shapes", self._rcount - 1),
                                ("dtypes", self._rcount - 1)):
@@ -955,7 +969,7 @@ class ZarrStore(Store):
                 or (dims.prod(axis=1) * itemsize != np.diff(offsets)).any()
             ):
                 raise CorruptStoreError(f"{self.path}: ragged index (shapes/dtypes) disagrees with the stored bytes")
-            if offsets[-1] > 0:
+            if offsets[-1] > 0 and self._pins is not None:
                 shard = int((offsets[-1] - 1) // self._shard_rows("data"))
                 self._pins.keys.add(self._shard_key("data", shard))
             self._ragged = (offsets, shapes, ids)
@@ -1020,3 +1034,80 @@ class ZarrStore(Store):
         if not self._count:
             return np.zeros(0, np.uint64)  # an empty store has no array yet
         return self._rows("checksums", 0, self._count).astype(np.uint64)
+
+
+class _RemoteZarr(FsspecStore):
+    """zarr's ``FsspecStore`` for readers of a store at a URL.
+
+    Adds what the reader asks of ``_FileStore`` (``size``, ``read``), makes a
+    missing chunk a CorruptStoreError (zarr would return the fill value) and a
+    network or credential failure the one-line error ``error(key, exc)`` gives,
+    instead of zarr's traceback or a "damaged store".
+    """
+
+    def __init__(
+        self, fs: Any, read_only: bool = True, path: str = "/",
+        allowed_exceptions: tuple = (FileNotFoundError, IsADirectoryError, NotADirectoryError),
+        *, error: Callable[[str, BaseException], BaseException] | None = None,
+    ) -> None:
+        super().__init__(fs, read_only=True, path=path, allowed_exceptions=allowed_exceptions)
+        self._error = error or (lambda key, exc: exc)
+
+    def with_read_only(self, read_only: bool = False) -> _RemoteZarr:
+        return type(self)(self.fs, path=self.path, allowed_exceptions=self.allowed_exceptions, error=self._error)
+
+    def _fail(self, key: str, exc: BaseException) -> BaseException:
+        return exc if isinstance(exc, ImgbenchError) else self._error(key, exc)
+
+    def size(self, key: str) -> int | None:
+        """Stored bytes of ``key``; None when it does not exist."""
+        async def info() -> int | None:
+            try:
+                return int((await self.fs._info(f"{self.path.rstrip('/')}/{key}"))["size"])
+            except FileNotFoundError:
+                return None
+            except Exception as exc:
+                raise self._fail(key, exc) from None
+
+        return _zsync(info())
+
+    def read(self, key: str, byte_range: ByteRequest | None = None) -> bytes | None:
+        """Bytes of ``key`` (or a range of them); None for a missing metadata key."""
+        buf = _zsync(self.get(key, default_buffer_prototype(), byte_range))
+        return None if buf is None else buf.to_bytes()
+
+    async def get(
+        self, key: str, prototype: BufferPrototype | None = None, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        try:
+            buf = await super().get(key, prototype or default_buffer_prototype(), byte_range)
+        except Exception as exc:
+            err = self._fail(key, exc)
+            if err is exc:
+                raise
+            raise err from None
+        if buf is None and not _is_metadata_key(key):
+            raise self._fail(key, FileNotFoundError(key))
+        return buf
+
+    async def get_partial_values(self, prototype: BufferPrototype, key_ranges) -> list[Buffer | None]:
+        import asyncio
+
+        return list(await asyncio.gather(*(self.get(key, prototype, byte_range) for key, byte_range in key_ranges)))
+
+
+class RemoteZarrStore(RemoteStore, ZarrStore):
+    """A zarr store read from a URL (``s3://bucket/x.zarr``) through zarr's ``FsspecStore``.
+
+    Everything but the storage is the local reader's: the commit record and
+    every array's metadata are checked the same way, zstd chunks are decoded by
+    the bounded codec, declared sizes are checked against the stored shards
+    (one HEAD per shard, cached) before anything is allocated. Not pinned like
+    a local reader (objects have no descriptors to hold): if the store is
+    replaced on the server while a reader has it open, the reader may be served
+    the new objects (``verify=True`` then fails the checksums); reopen it.
+    """
+
+    def _open_store(self, target: Any, reader: bool) -> _RemoteZarr:
+        fs, root = self._remote_fs(asynchronous=True)
+        return _RemoteZarr(fs, path=root, error=self._remote_error)
