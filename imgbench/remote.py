@@ -12,7 +12,7 @@ Backends opt in per module: a backend class names a reader class in
 remotely (``remote_refusal``). Nothing here imports fsspec or s3fs until a URL
 is opened, so the core install stays small (``pip install 'imgbench[s3]'``).
 
-Small API for other modules (the sharded-dataset reader uses it for manifests):
+Small API for other modules (also meant for reading sharded-dataset manifests at ``s3://bucket/dataset/``):
 
 - :func:`is_url` -- is this path a URL (``scheme://...``)?
 - :func:`filesystem` -- ``(fsspec filesystem, path within it)`` for a URL, the
