@@ -31,69 +31,21 @@ releases the GIL).
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import atomic, checksum, codecs, parallel
+from .. import atomic, checksum, codecs, ownfiles, parallel
 from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
 from ..images import DTYPE_CODES, dtype_from_code
 from ..store import Store, stack_if_uniform
 
 SIDECAR = "imgbench.json"
 _MAX_SIDECAR_BYTES = 1 << 30
-#: a store's own files are regular files: never follow a symlink, never block on a FIFO or device
-_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-
-
-def _open_regular(name: str | Path, dirfd: int | None, what: str) -> tuple[int, int]:
-    """(descriptor, size) of a regular file of the store, opened without following a symlink.
-
-    FileNotFoundError / IsADirectoryError propagate; a symlink, FIFO, device or socket
-    is a CorruptStoreError."""
-    try:
-        fd = os.open(name, _OPEN_READ, dir_fd=dirfd)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise CorruptStoreError(f"{what} is a symlink; a store's own files never are") from None
-        if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):
-            raise CorruptStoreError(f"{what} is not a regular file") from None
-        raise
-    try:
-        st = os.fstat(fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "is a directory", str(name))
-        raise CorruptStoreError(f"{what} is not a regular file")
-    return fd, st.st_size
-
-
-def _read_fd(fd: int, size: int) -> bytes:
-    """``size`` bytes from the start of ``fd`` (fewer if the file is shorter)."""
-    data = os.read(fd, size)
-    if len(data) < size:
-        parts = [data]
-        got = len(data)
-        while got < size:
-            part = os.read(fd, size - got)
-            if not part:
-                break
-            parts.append(part)
-            got += len(part)
-        data = b"".join(parts)
-    return data
-
-
 def _npy_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.ascontiguousarray(image, dtype=image.dtype.newbyteorder("<")), allow_pickle=False)
@@ -166,11 +118,11 @@ class DiskStore(Store):
         sidecar = directory / SIDECAR
         try:
             # A reader opens it relative to the directory it holds; never through a symlink.
-            fd, size = _open_regular(SIDECAR if self._dirfd is not None else sidecar, self._dirfd, str(sidecar))
+            fd, size = ownfiles.open_own(SIDECAR if self._dirfd is not None else sidecar, self._dirfd, str(sidecar))
             try:
                 if size > _MAX_SIDECAR_BYTES:
                     raise CorruptStoreError(f"{sidecar} is implausibly large")
-                raw = _read_fd(fd, size)
+                raw = ownfiles.read_fd(fd, size)
             finally:
                 os.close(fd)
             meta = json.loads(raw)
@@ -333,9 +285,9 @@ class DiskStore(Store):
         path = self._file(index)
         try:
             name = self._name(index) if self._dirfd is not None else path
-            fd, size = _open_regular(name, self._dirfd, f"image {index}: {path}")
+            fd, size = ownfiles.open_own(name, self._dirfd, f"image {index}: {path}")
             try:
-                data = _read_fd(fd, size)
+                data = ownfiles.read_fd(fd, size)
             finally:
                 os.close(fd)
         except FileNotFoundError:

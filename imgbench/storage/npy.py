@@ -45,18 +45,16 @@ is a CorruptStoreError and never an allocation bigger than the files.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import mmap
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import atomic
+from .. import atomic, ownfiles
 from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
 from ..images import DTYPE_CODES, DTYPE_IDS, dtype_from_code, dtype_from_id
 from ..store import Store, check_meta, stack_if_uniform
@@ -262,24 +260,17 @@ class NpyStore(Store):
             os.close(dirfd)
         return meta
 
-    def _open_file(self, name: str, dirfd: int, where: Path | None = None) -> int:
-        """Open a regular file of the store read-only (a FIFO or device here must not block or map,
-        a symlink is never followed)."""
+    def _open_file(self, name: str, dirfd: int | None, where: Path | None = None, flags: int = ownfiles.OPEN_READ) -> int:
+        """Open a regular file of the store (a FIFO or device here must not block or map, a symlink
+        is never followed)."""
         where = self.path if where is None else where
+        what = f"{where}: {os.path.basename(name)}"
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+            return ownfiles.open_own(name, dirfd, what, flags)[0]
         except FileNotFoundError:
-            raise CorruptStoreError(f"{where}: {name} is missing") from None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise CorruptStoreError(f"{where}: {name} is a symlink; a store's own files never are") from None
-            if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP, errno.EISDIR):
-                raise CorruptStoreError(f"{where}: {name} is not a regular file") from None
-            raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise CorruptStoreError(f"{where}: {name} is not a regular file")
-        return fd
+            raise CorruptStoreError(f"{what} is missing") from None
+        except IsADirectoryError:
+            raise CorruptStoreError(f"{what} is not a regular file") from None
 
     def _read_commit(self, dirfd: int, where: Path | None = None) -> bytes:
         where = self.path if where is None else where
@@ -349,17 +340,7 @@ class NpyStore(Store):
         count, data_bytes = meta["count"], meta["data_bytes"]
         try:
             for attr, name in (("_data_fd", DATA), ("_index_fd", INDEX)):
-                try:
-                    fd = os.open(target / name, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-                except OSError as exc:
-                    if exc.errno == errno.ELOOP:
-                        raise CorruptStoreError(f"{target}: {name} is a symlink; a store's own files never are") from None
-                    if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):
-                        raise CorruptStoreError(f"{target}: {name} is not a regular file") from None
-                    raise
-                setattr(self, attr, fd)
-                if not stat.S_ISREG(os.fstat(getattr(self, attr)).st_mode):
-                    raise CorruptStoreError(f"{target}: {name} is not a regular file")
+                setattr(self, attr, self._open_file(str(target / name), None, target, os.O_RDWR))
             self._check_sizes(self._data_fd, self._index_fd, data_bytes, count, target)
             # Cut off what an interrupted append left past the commit (we hold the
             # writer lock, and readers never look past the commit).

@@ -40,12 +40,10 @@ index cannot make them read outside the store or allocate without bound.
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
 import re
-import stat
 import sys
 import tarfile
 import threading
@@ -55,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import atomic, codecs, parallel
+from .. import atomic, codecs, ownfiles, parallel
 from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
 from ..images import DTYPE_IDS, SUPPORTED_DTYPES
 from ..remote import RemoteStore
@@ -84,7 +82,7 @@ _ITEMSIZE = np.zeros(len(SUPPORTED_DTYPES) + 1, np.float64)
 for _dt, _id in DTYPE_IDS.items():
     _ITEMSIZE[_id] = _dt.itemsize
 _DTYPE_BY_ID = {i: dt for dt, i in DTYPE_IDS.items()}
-_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_OPEN_READ = ownfiles.OPEN_READ
 
 
 def shard_name(number: int) -> str:
@@ -197,22 +195,19 @@ class TarStore(Store):
     def _open_in_dir(self, name: str, flags: int = _OPEN_READ) -> int:
         return os.open(name, flags, 0o666, dir_fd=self._dirfd)  # created files: 0644 under the usual umask
 
+    def _open_own(self, name: str, missing: str) -> tuple[int, int]:
+        """(fd, size) of the store's file ``name``; CorruptStoreError ``missing`` when it is absent."""
+        try:
+            return ownfiles.open_own(name, self._dirfd, f"{self.path}/{name}")
+        except (FileNotFoundError, IsADirectoryError):
+            raise CorruptStoreError(missing) from None
+
     def _read_small(self, name: str, limit: int) -> bytes:
+        fd, size = self._open_own(name, f"{self.path} has no {name}; it is not a tar store (or it was replaced)")
         try:
-            fd = self._open_in_dir(name)
-        except FileNotFoundError:
-            raise CorruptStoreError(f"{self.path} has no {name}; it is not a tar store (or it was replaced)") from None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise CorruptStoreError(f"{self.path}/{name} is a symlink; a store's own files never are") from None
-            raise
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise CorruptStoreError(f"{self.path}/{name} is not a regular file")
-            if st.st_size > limit:
-                raise CorruptStoreError(f"{self.path}/{name} is implausibly large ({st.st_size} bytes)")
-            return _pread_exact(fd, st.st_size, 0, f"{self.path}/{name}")
+            if size > limit:
+                raise CorruptStoreError(f"{self.path}/{name} is implausibly large ({size} bytes)")
+            return _pread_exact(fd, size, 0, f"{self.path}/{name}")
         finally:
             os.close(fd)
 
@@ -247,19 +242,9 @@ class TarStore(Store):
 
     def _index_bytes(self, nbytes: int) -> bytes:
         """The first ``nbytes`` of the index (fewer when it is shorter: the caller reports it truncated)."""
+        fd, size = self._open_own(INDEX, f"{self.path} has no {INDEX} (damaged, or the store was replaced)")
         try:
-            fd = self._open_in_dir(INDEX)
-        except FileNotFoundError:
-            raise CorruptStoreError(f"{self.path} has no {INDEX} (damaged, or the store was replaced)") from None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise CorruptStoreError(f"{self.path}/{INDEX} is a symlink; a store's own files never are") from None
-            raise
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise CorruptStoreError(f"{self.path}/{INDEX} is not a regular file")
-            n = min(nbytes, st.st_size)
+            n = min(nbytes, size)
             return _pread_exact(fd, n, 0, f"{self.path}/{INDEX}") if n else b""
         finally:
             os.close(fd)
@@ -544,20 +529,10 @@ class TarStore(Store):
 
     def _open_shard(self, k: int) -> int:
         name, size = self._shards[k]["name"], self._shards[k]["size"]
-        try:
-            fd = self._open_in_dir(name)
-        except FileNotFoundError:
-            raise CorruptStoreError(
-                f"shard {name} of {self.path} is missing (damaged, or the store was replaced)"
-            ) from None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise CorruptStoreError(f"shard {name} of {self.path} is a symlink; refusing to follow it") from None
-            raise
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        fd, found = self._open_own(name, f"shard {name} of {self.path} is missing (damaged, or the store was replaced)")
+        if found != size:
             os.close(fd)
-            raise self._shard_mismatch(k, "is not a regular file" if not stat.S_ISREG(st.st_mode) else st.st_size)
+            raise self._shard_mismatch(k, found)
         return fd
 
     def _shard_mismatch(self, k: int, found: int | str) -> CorruptStoreError:

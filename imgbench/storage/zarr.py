@@ -90,7 +90,6 @@ Writing to a URL is refused (see ``imgbench.remote``).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import math
 import os
@@ -111,7 +110,7 @@ from zarr.core.sync import sync as _zsync
 from zarr.registry import register_codec
 from zarr.storage import FsspecStore, LocalStore
 
-from .. import atomic, checksum
+from .. import atomic, checksum, ownfiles
 from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
 from ..images import DTYPE_CODES, DTYPE_IDS, dtype_from_code, dtype_from_id
 from ..remote import RemoteStore
@@ -156,32 +155,14 @@ def _positive_int(value: Any, name: str) -> None:
         raise UnsupportedError(f"{name} must be a positive integer or None, got {value!r}")
 
 
-#: a store's own files are regular files: never follow a symlink, never block on a FIFO or device
-_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-
-
 def _read_regular(path: Path, limit: int) -> bytes | None:
-    """Up to ``limit`` bytes of the regular file ``path``; None when it does not exist.
-
-    A symlink, FIFO, device or directory there is a CorruptStoreError (never followed, never blocks)."""
+    """Up to ``limit`` bytes of the store's file ``path``; None when it does not exist."""
     try:
-        fd = os.open(path, _OPEN_READ)
+        return ownfiles.read_own(path, limit)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise CorruptStoreError(f"{path} is a symlink; a store's own files never are") from None
-        if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):
-            raise CorruptStoreError(f"{path} is not a regular file") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CorruptStoreError(f"{path} is not a regular file")
-        with open(fd, "rb", closefd=False) as f:
-            return f.read(min(st.st_size, limit))
-    finally:
-        os.close(fd)
+    except IsADirectoryError:
+        raise CorruptStoreError(f"{path} is not a regular file") from None
 
 
 class _BoundedZstdCodec(ZstdCodec):
@@ -289,20 +270,13 @@ class _FileStore(LocalStore):
         if dirfd is None:
             raise CorruptStoreError(f"{self.root}: the store is closed")
         try:
-            fd = os.open(key, _OPEN_READ, dir_fd=dirfd)
+            return ownfiles.open_own(key, dirfd, f"{self.root}: {key}")[0]
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             if _is_metadata_key(key):
                 raise KeyError(key) from None
             raise CorruptStoreError(
                 f"{self.root}: {key} is missing (the store is damaged, or was replaced while it was open)"
             ) from None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise CorruptStoreError(f"{self.root}: {key} is a symlink; a store's own files never are") from None
-            if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):
-                raise CorruptStoreError(f"{self.root}: {key} is not a regular file") from None
-            raise
-        return fd
 
     def _fstat_size(self, fd: int, key: str) -> int:
         """Size of an open key, refusing anything but a regular file (a FIFO, a device, a directory)."""
