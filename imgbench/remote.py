@@ -12,12 +12,17 @@ Backends opt in per module: a backend class names a reader class in
 remotely (``remote_refusal``). Nothing here imports fsspec or s3fs until a URL
 is opened, so the core install stays small (``pip install 'imgbench[s3]'``).
 
-Small API for other modules (also meant for reading sharded-dataset manifests at ``s3://bucket/dataset/``):
+A sharded dataset at ``s3://bucket/dataset/`` (a prefix whose listing names
+``imgbench-shards.json``) is recognised before backend detection and read by
+``imgbench.sharded.RemoteShardedStore``, its shards by the readers above.
+
+Small API for other modules (the sharded reader uses it):
 
 - :func:`is_url` -- is this path a URL (``scheme://...``)?
 - :func:`filesystem` -- ``(fsspec filesystem, path within it)`` for a URL, the
   endpoint taken from ``storage_options`` or ``AWS_ENDPOINT_URL``;
-- :func:`explain` -- a network/credential failure as one-line ``ImgbenchError``.
+- :func:`probe` -- what is at a URL (one listing), StoreNotFoundError if nothing;
+- :func:`explain` -- a network/credential failure as one-line :class:`RemoteAccessError`.
 """
 
 from __future__ import annotations
@@ -48,6 +53,12 @@ _UNREACHABLE = frozenset({
 _DENIED = frozenset({"NoCredentialsError", "PartialCredentialsError", "PermissionError", "CredentialRetrievalError"})
 #: modules whose exceptions are remote-access failures, whatever their class
 _REMOTE_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "gcsfs", "adlfs")
+
+
+class RemoteAccessError(ImgbenchError):
+    """Reading a URL failed for a reason outside the store: the server is unreachable, refused the
+    credentials or failed. Never damage: a sharded reader or ``imgbench verify`` must not call the data
+    corrupt because the network is down."""
 
 
 class URL(str):
@@ -169,7 +180,7 @@ def is_remote_failure(exc: BaseException) -> bool:
     )
 
 
-def explain(exc: BaseException, url: str, storage_options: Mapping[str, Any] | None = None) -> ImgbenchError:
+def explain(exc: BaseException, url: str, storage_options: Mapping[str, Any] | None = None) -> RemoteAccessError:
     """A network, credential or server failure reading ``url`` as a one-line error naming the fix."""
     where = endpoint(url, storage_options)
     names = {c.__name__ for c in type(exc).__mro__}
@@ -177,15 +188,15 @@ def explain(exc: BaseException, url: str, storage_options: Mapping[str, Any] | N
     creds = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or storage_options key=/secret=; "
              "anon=True for a public bucket)")
     if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
-        return ImgbenchError(f"no credentials to read {url} from {where} ({detail}); {creds}")
+        return RemoteAccessError(f"no credentials to read {url} from {where} ({detail}); {creds}")
     if names & _DENIED or "AccessDenied" in str(exc) or "InvalidAccessKeyId" in str(exc):
-        return ImgbenchError(f"{where} refused access to {url} ({detail}); {creds}")
+        return RemoteAccessError(f"{where} refused access to {url} ({detail}); {creds}")
     if names & _UNREACHABLE:
-        return ImgbenchError(
+        return RemoteAccessError(
             f"cannot reach {where} to read {url} ({detail}); set AWS_ENDPOINT_URL (or storage_options "
             "endpoint_url=) to your S3-compatible server and check that it is running"
         )
-    return ImgbenchError(
+    return RemoteAccessError(
         f"reading {url} from {where} failed ({detail}); check AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY (or storage_options)"
     )
@@ -213,7 +224,12 @@ class Probe:
             return None
 
 
-def _probe(url: str, storage_options: Mapping[str, Any] | None) -> Probe:
+def probe(url: str, storage_options: Mapping[str, Any] | None = None) -> Probe:
+    """What is at ``url``, listed afresh (an upload since the last listing is seen).
+
+    StoreNotFoundError when there is no such object or prefix; a network or
+    credential failure as :func:`explain` says.
+    """
     fs, path = filesystem(url, storage_options)
     try:
         fs.invalidate_cache(path)  # a listing cached earlier in this process may predate an upload
@@ -234,7 +250,9 @@ def _probe(url: str, storage_options: Mapping[str, Any] | None) -> Probe:
 def open_url(
     url: str, mode: str, *, backend: str | None, compression: str | None, level: int | None, options: dict[str, Any]
 ) -> Store:
-    """:func:`imgbench.open` for a URL: detect the backend remotely and open its reader."""
+    """:func:`imgbench.open` for a URL: a sharded dataset's reader when the listing names its manifest,
+    else detect the backend remotely and open its reader."""
+    from . import sharded
     from .storage import registry
 
     if mode != "r":
@@ -245,9 +263,12 @@ def open_url(
         )
     options = dict(options)
     storage_options = options.pop("storage_options", None)
-    probe = _probe(url, storage_options)
+    found = probe(url, storage_options)
+    if sharded.detect_remote(found):  # a sharded dataset: its manifest names the shards and their backend
+        return sharded.open_dataset(URL(url), mode, backend=backend, compression=compression, level=level,
+                                    options={**options, "storage_options": storage_options})
     try:
-        cls = registry.detect_remote(probe)
+        cls = registry.detect_remote(found)
     except Exception as exc:
         if is_remote_failure(exc):
             raise explain(exc, url, storage_options) from None

@@ -21,6 +21,13 @@ and by ``imgbench convert --workers`` (one Dask task per shard):
 :func:`plan` (shard boundaries, from the item sizes and the limit only),
 :func:`shard_name`, :func:`write_shard` (atomic: a retried task replaces the
 same shard, never duplicates images) and :func:`finish` (the manifest).
+
+Uploaded to an object store, a dataset reads from its URL
+(``imgbench.open("s3://bucket/dataset")``) through :class:`RemoteShardedStore`:
+the same manifest checks (:func:`parse_manifest` takes the bytes however they
+were fetched) and the same shard checks, each shard opened at ``URL/name`` by
+its backend's remote reader (zarr, tar, hdf5 shards; lmdb, npy and disk
+shards are refused as those stores are).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic, checksum
+from . import atomic, checksum, remote
 from .errors import (
     CorruptStoreError,
     FormatVersionError,
@@ -45,6 +52,7 @@ from .errors import (
     StoreExistsError,
     UnsupportedError,
 )
+from .remote import URL, RemoteStore
 from .store import Attrs, Store, stack_if_uniform
 
 #: the manifest's file name inside a dataset directory
@@ -163,7 +171,7 @@ def _digest(array: np.ndarray, dtype: str) -> str:
     return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(np.asarray(array).astype(dtype, copy=False)).tobytes())
 
 
-def _check_name(name: Any, where: Path) -> str:
+def _check_name(name: Any, where: Path | URL) -> str:
     """A shard name must be a plain entry of the dataset directory: no path, no parent, not hidden."""
     if (
         not isinstance(name, str)
@@ -191,7 +199,7 @@ def _hex_ok(value: Any) -> bool:
     return value is None or (isinstance(value, str) and len(value) == 16 and set(value) <= _HEX16)
 
 
-def validate_manifest(manifest: Any, where: Path) -> dict[str, Any]:
+def validate_manifest(manifest: Any, where: Path | URL) -> dict[str, Any]:
     """Check every field of a parsed manifest; CorruptStoreError (or FormatVersionError) naming the first problem."""
     from .storage import registry
 
@@ -278,11 +286,26 @@ def read_manifest(path: Path) -> dict[str, Any]:
             raw = f.read(MAX_MANIFEST_BYTES + 1)
     finally:
         os.close(fd)
+    return parse_manifest(raw, path)
+
+
+def parse_manifest(raw: bytes, where: Path | URL) -> dict[str, Any]:
+    """Parse and validate the bytes of ``where/imgbench-shards.json``, however they were fetched.
+
+    One parser for a local file and an object at ``s3://.../imgbench-shards.json``:
+    the same size bound, JSON errors and field checks wherever the dataset lives.
+    Callers read at most ``MAX_MANIFEST_BYTES + 1`` bytes.
+    """
+    target = where / MANIFEST
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise CorruptStoreError(
+            f"{target} is over {MAX_MANIFEST_BYTES} bytes, more than any manifest imgbench writes"
+        )
     try:
         manifest = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CorruptStoreError(f"{target} is not valid JSON ({str(exc)[:200]})") from None
-    return validate_manifest(manifest, path)
+    return validate_manifest(manifest, where)
 
 
 def _dump(manifest: dict[str, Any]) -> bytes:
@@ -489,12 +512,13 @@ class ShardedStore(Store):
         options = dict(options)
         given = {key: options.pop(key, None) for key in SHARD_OPTIONS}
         limit = check_limit(given["images_per_shard"], given["bytes_per_shard"])
+        self.path = path
         if mode == "r":
             if limit is not None:
                 raise UnsupportedError(
                     "images_per_shard/bytes_per_shard choose how a dataset is written; drop them to read it"
                 )
-            self._preread = read_manifest(path)
+            self._preread = self._read_manifest()
             inner = self._preread["backend"]
         elif mode == "a":
             inner = read_manifest(path)["backend"]
@@ -512,10 +536,29 @@ class ShardedStore(Store):
     def detect(cls, path: Path) -> bool:
         return detect(path)
 
-    def _set_backend(self, inner: str) -> None:
+    def _read_manifest(self) -> dict[str, Any]:
+        """The validated manifest at ``self.path`` (local file here; an object for remote readers)."""
+        return read_manifest(self.path)
+
+    def _shard_class(self, inner: str) -> type[Store]:
+        """The class that reads (and writes) this dataset's shards of backend ``inner``."""
         from .storage import registry
 
-        cls = registry.get(inner)
+        return registry.get(inner)
+
+    def _find_shard(self, path: Path | URL, where: str) -> bool | None:
+        """Is ``path`` a store of the shards' backend? None when nothing is there. A symlink or special
+        file is never a shard (CorruptStoreError): reading through it would leave the dataset."""
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            raise CorruptStoreError(f"{where} is a symlink or special file; shards are plain files or directories")
+        return self._inner_cls.detect(path)
+
+    def _set_backend(self, inner: str) -> None:
+        cls = self._shard_class(inner)
         self._inner_cls = cls
         self.name = inner
         self.compressions = cls.compressions
@@ -686,7 +729,7 @@ class ShardedStore(Store):
         self._open = OrderedDict()
         self._sums, self._labs = {}, {}
         meta, self._preread = self._preread, None
-        return meta if meta is not None else read_manifest(self.path)
+        return meta if meta is not None else self._read_manifest()
 
     def _reader_handles(self) -> Any:
         return self._open
@@ -706,21 +749,20 @@ class ShardedStore(Store):
             self._open.move_to_end(k)
             return shard
         entry = self._entries[k]
-        path = self.path / entry["name"]
+        path = self.path / entry["name"]  # a Path, or a URL for a remote dataset
         where = f"{self.path}: shard {entry['name']}"
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
+        found = self._find_shard(path, where)
+        if found is None:
             raise CorruptStoreError(f"{where} named by the manifest is missing; the dataset is incomplete "
-                                    "(restore the shard, or convert the dataset again)") from None
-        if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-            raise CorruptStoreError(f"{where} is a symlink or special file; shards are plain files or directories")
-        if not self._inner_cls.detect(path):
+                                    "(restore the shard, or convert the dataset again)")
+        if not found:
             raise CorruptStoreError(f"{where} is not a {self.name} store as the manifest says")
         try:
             shard = self._inner_cls(path, "r", None, None, self._inner_options())
         except CorruptStoreError as exc:
             raise CorruptStoreError(f"{where} is damaged: {exc}") from None
+        except remote.RemoteAccessError:
+            raise  # the server or the credentials failed, not the shard
         except ImgbenchError as exc:
             raise CorruptStoreError(f"{where} cannot be opened: {exc}") from None
         try:
@@ -848,8 +890,50 @@ class ShardedStore(Store):
         super().__setstate__(state)
 
 
+class RemoteShardedStore(RemoteStore, ShardedStore):
+    """A sharded dataset read from a URL (``s3://bucket/dataset``): the local reader with remote I/O.
+
+    The manifest is fetched as one object and checked by :func:`parse_manifest`;
+    each shard is the remote reader of its backend (zarr, tar, hdf5), opened
+    on first use at ``URL/name`` with the dataset's ``storage_options`` and
+    checked against the manifest like a local shard (count, compression,
+    labels, checksum digests). Datasets of lmdb, npy or disk shards are refused
+    when opened, with the reason their backend gives.
+    """
+
+    def __init__(self, path: URL, mode: str, compression: str | None, level: int | None, options: dict,
+                 backend: str | None = None):
+        # The manifest (read first, to learn the shards' backend) needs the endpoint and credentials.
+        self.options = {"storage_options": options.get("storage_options")}
+        super().__init__(path, mode, compression, level, options, backend=backend)
+
+    def _read_manifest(self) -> dict[str, Any]:
+        fs, root = self._remote_fs()
+        key = self._remote_key(root, MANIFEST)
+        raw = self._remote_call(MANIFEST, lambda: fs.cat_file(key, start=0, end=MAX_MANIFEST_BYTES + 1))
+        return parse_manifest(raw, self.path)
+
+    def _shard_class(self, inner: str) -> type[Store]:
+        try:
+            return super()._shard_class(inner).remote_reader()
+        except UnsupportedError as exc:
+            raise UnsupportedError(f"{self.path} is a sharded dataset of {inner} shards, and {exc}") from None
+
+    def _find_shard(self, path: URL, where: str) -> bool | None:
+        try:
+            probe = remote.probe(path, self.options["storage_options"])
+        except FileNotFoundError:
+            return None
+        return self._remote_call(f"shard {path.name}", lambda: self._inner_cls.detect_remote(probe))
+
+
+def detect_remote(probe: remote.Probe) -> bool:
+    """True when the URL ``probe`` describes is a sharded dataset (its listing names the manifest)."""
+    return probe.names is not None and MANIFEST in probe.names
+
+
 def open_dataset(
-    path: Path,
+    path: Path | URL,
     mode: str,
     *,
     backend: str | None = None,
@@ -857,5 +941,7 @@ def open_dataset(
     level: int | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> ShardedStore:
-    """What :func:`imgbench.open` calls for a sharded dataset (see :func:`wanted`)."""
-    return ShardedStore(path, mode, compression, level, dict(options or {}), backend=backend)
+    """What :func:`imgbench.open` calls for a sharded dataset (see :func:`wanted`), and
+    :func:`imgbench.remote.open_url` for one at a URL (read-only; ``options`` may hold ``storage_options``)."""
+    cls = RemoteShardedStore if isinstance(path, URL) else ShardedStore
+    return cls(path, mode, compression, level, dict(options or {}), backend=backend)
