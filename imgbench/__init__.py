@@ -9,6 +9,7 @@ from .errors import (
     FormatVersionError,
     ImgbenchError,
     InvalidImageError,
+    RemoteAccessError,
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
@@ -34,4 +35,5 @@ __all__ = [
     "CorruptStoreError",
     "FormatVersionError",
     "StoreLockedError",
+    "RemoteAccessError",
 ]

@@ -40,6 +40,12 @@ class StoreLockedError(ImgbenchError):
     """Another process holds the store for writing."""
 
 
+class RemoteAccessError(ImgbenchError):
+    """Reading a URL failed for a reason outside the store: the server is unreachable, refused the
+    credentials or failed. Never damage: a sharded reader or ``imgbench verify`` must not call the data
+    corrupt because the network is down."""
+
+
 __all__ = [
     "ImgbenchError",
     "InvalidImageError",
@@ -49,4 +55,5 @@ __all__ = [
     "CorruptStoreError",
     "FormatVersionError",
     "StoreLockedError",
+    "RemoteAccessError",
 ]

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .errors import CorruptStoreError, ImgbenchError, StoreNotFoundError, UnsupportedError
+from .errors import CorruptStoreError, ImgbenchError, RemoteAccessError, StoreNotFoundError, UnsupportedError
 
 if TYPE_CHECKING:
     from .store import Store
@@ -53,12 +53,6 @@ _UNREACHABLE = frozenset({
 _DENIED = frozenset({"NoCredentialsError", "PartialCredentialsError", "PermissionError", "CredentialRetrievalError"})
 #: modules whose exceptions are remote-access failures, whatever their class
 _REMOTE_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "gcsfs", "adlfs")
-
-
-class RemoteAccessError(ImgbenchError):
-    """Reading a URL failed for a reason outside the store: the server is unreachable, refused the
-    credentials or failed. Never damage: a sharded reader or ``imgbench verify`` must not call the data
-    corrupt because the network is down."""
 
 
 class URL(str):
