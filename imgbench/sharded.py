@@ -49,11 +49,10 @@ from .errors import (
     FormatVersionError,
     ImgbenchError,
     InvalidImageError,
-    StoreExistsError,
     UnsupportedError,
 )
 from .remote import URL, RemoteStore
-from .store import Attrs, Store, stack_if_uniform
+from .store import Attrs, Store, claim_new, stack_if_uniform
 
 #: the manifest's file name inside a dataset directory
 MANIFEST = "imgbench-shards.json"
@@ -467,26 +466,7 @@ def prepare(path: Path, mode: str) -> Path:
 
     ``w`` replaces only an imgbench store (or sharded dataset) or an empty directory, never anything else.
     """
-    from .storage import registry
-
-    if os.path.lexists(path):
-        if mode == "x":
-            raise StoreExistsError(f"{path} already exists; use mode='w' (--overwrite) to replace it")
-        try:
-            registry.detect(path)
-        except ImgbenchError:
-            kind = "directory" if path.is_dir() else "file"
-            if not (path.is_dir() and not any(path.iterdir())):
-                raise StoreExistsError(
-                    f"{path} is a {kind} that is not an imgbench store; refusing to replace it. "
-                    "Remove it or choose another path"
-                ) from None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise StoreExistsError(f"{path.parent} is a file where a directory is expected") from None
-    atomic.remove_stale_temps(path)
-    tmp = atomic.temp_sibling(path)
+    tmp = claim_new(path, mode)
     tmp.mkdir()
     return tmp
 

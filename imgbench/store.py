@@ -129,6 +129,37 @@ def stack_if_uniform(images: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
     return images
 
 
+def claim_new(path: Path, mode: str) -> Path:
+    """Check that a new store may be created at ``path`` (mode ``x`` or ``w``); return the hidden
+    temporary sibling to build it in (not created yet).
+
+    ``w`` replaces only an imgbench store or an empty directory, never anything else (a user's
+    photo folder is safe); stale temporaries of killed writers are removed first."""
+    from .storage import registry
+
+    if os.path.lexists(path):
+        if mode == "x":
+            raise StoreExistsError(
+                f"{path} already exists; use mode='w' (imgbench convert: --overwrite) to replace it "
+                "or mode='a' to add to it"
+            )
+        try:
+            registry.detect(path)
+        except ImgbenchError:
+            kind = "directory" if path.is_dir() else "file"
+            if not (path.is_dir() and not any(path.iterdir())):
+                raise StoreExistsError(
+                    f"{path} is a {kind} that is not an imgbench store; refusing to replace it. "
+                    "Remove it or choose another path"
+                ) from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StoreExistsError(f"{path.parent} is a file where a directory is expected") from None
+    atomic.remove_stale_temps(path)
+    return atomic.temp_sibling(path)
+
+
 class Store:
     """One open store. Use :func:`imgbench.open` to get one."""
 
@@ -230,30 +261,7 @@ class Store:
             raise
 
     def _start_new(self) -> None:
-        path = self.path
-        if os.path.lexists(path):
-            if self.mode == "x":
-                raise StoreExistsError(
-                    f"{path} already exists; use mode='w' to replace it or mode='a' to add to it"
-                )
-            from .storage import registry
-
-            try:
-                registry.detect(path)
-            except ImgbenchError:
-                kind = "directory" if path.is_dir() else "file"
-                empty_dir = path.is_dir() and not any(path.iterdir())
-                if not empty_dir:
-                    raise StoreExistsError(
-                        f"{path} is a {kind} that is not an imgbench store; refusing to replace it. "
-                        "Remove it or choose another path"
-                    ) from None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise StoreExistsError(f"{path.parent} is a file where a directory is expected") from None
-        atomic.remove_stale_temps(path)
-        self._tmp = atomic.temp_sibling(path)
+        self._tmp = claim_new(self.path, self.mode)
         try:
             self._create(self._tmp)
         except BaseException:
