@@ -187,20 +187,25 @@ def _read_in_fork(store, queue) -> None:
         queue.put(repr(exc))
 
 
+def _forked_child_reads(store) -> bytes:
+    """What a forked child reads from ``store`` (see _read_in_fork), after it exited cleanly."""
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_fork, args=(store, queue))
+    child.start()
+    got = queue.get(timeout=120)
+    child.join(60)
+    assert child.exitcode == 0
+    return got
+
+
 @pytest.mark.parametrize("backend", ["zarr", "tar", "hdf5"])
 def test_remote_store_in_forked_and_spawned_workers(tmp_path, s3, backend):
     path, images, _ = _write(tmp_path, backend, ragged=False)
     url = s3.upload(path, path.name)
     with imgbench.open(url) as s:
         assert _same(s[0], images[0])  # the parent has used its connections before forking
-        ctx = mp.get_context("fork")
-        queue = ctx.Queue()
-        child = ctx.Process(target=_read_in_fork, args=(s, queue))
-        child.start()
-        got = queue.get(timeout=120)
-        child.join(60)
-        assert child.exitcode == 0
-        assert got == np.stack([images[5], images[1]]).tobytes()
+        assert _forked_child_reads(s) == np.stack([images[5], images[1]]).tobytes()
         assert _same(s[3], images[3])  # the parent's handles still work
         with mp.get_context("spawn").Pool(2) as pool:
             assert pool.map(_read_pickled, [pickle.dumps(s)] * 2) == [images[5].tobytes()] * 2
@@ -640,14 +645,7 @@ def test_sharded_remote_reader_in_spawned_and_forked_workers(tmp_path, s3, monke
         blob = pickle.dumps(s)
         with mp.get_context("spawn").Pool(2) as pool:
             assert pool.map(_read_shards_pickled, [blob] * 2) == [want] * 2
-        ctx = mp.get_context("fork")
-        queue = ctx.Queue()
-        child = ctx.Process(target=_read_in_fork, args=(s, queue))
-        child.start()
-        got = queue.get(timeout=120)
-        child.join(60)
-        assert child.exitcode == 0
-        assert got == np.stack([images[5], images[1]]).tobytes()
+        assert _forked_child_reads(s) == np.stack([images[5], images[1]]).tobytes()
         assert _same(s[27], images[27])  # the parent's shards still read
 
 
