@@ -75,3 +75,19 @@ def snapshot(path) -> tuple:
             None if s.labels is None else s.labels.tolist(),
             s.attrs.to_dict(),
         )
+
+
+def forked_results(target, store, n: int = 2) -> list:
+    """Run ``target(store, queue)`` in ``n`` forked children; what each put on the queue (all exited 0)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(store, queue)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return results

@@ -17,7 +17,7 @@ import pytest
 
 import imgbench
 
-from .conftest import BACKENDS, same, store_path
+from .conftest import BACKENDS, forked_results, same, store_path
 
 SHAPE = (24, 20, 3)
 
@@ -59,15 +59,7 @@ def test_reader_survives_fork(tmp_path, backend):
     build(path, backend, 30)
     with imgbench.open(path) as s:
         expected = _read_all_digest(s)  # handles are open in the parent
-        ctx = mp.get_context("fork")
-        queue = ctx.Queue()
-        procs = [ctx.Process(target=_child_read, args=(s, queue)) for _ in range(2)]
-        for p in procs:
-            p.start()
-        results = [queue.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(timeout=60)
-            assert p.exitcode == 0
+        results = forked_results(_child_read, s)
         assert results == [expected, expected]
         # The parent's handles still work after its children used and dropped theirs.
         assert _read_all_digest(s) == expected

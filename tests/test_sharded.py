@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import pickle
 import signal
@@ -24,7 +23,7 @@ from imgbench import sharded
 from imgbench.cli import main
 from imgbench.storage import registry
 
-from .conftest import sample, same, snapshot
+from .conftest import forked_results, sample, same, snapshot
 
 #: inner backends the contract runs on (fast ones); the round trip runs on every backend
 INNER = ["lmdb", "npy", "zarr"]
@@ -251,15 +250,7 @@ def test_pickle_and_fork(tmp_path):
         clone = pickle.loads(blob)
         assert len(clone) == 23 and clone.backend == "lmdb" and same(clone.read_many(), batch)
         assert clone.labels.tolist() == labels_for(23).tolist()
-        ctx = mp.get_context("fork")
-        queue = ctx.Queue()
-        procs = [ctx.Process(target=_child_sum, args=(s, queue)) for _ in range(2)]
-        for p in procs:
-            p.start()
-        results = [queue.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(timeout=60)
-            assert p.exitcode == 0
+        results = forked_results(_child_sum, s)
         expected = int(batch.astype(np.int64).sum())
         assert results == [expected, expected]
         assert same(s.read_many([21, 1]), batch[[21, 1]])  # the parent's shards still work
