@@ -62,7 +62,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     plan = compare.make_plan(
         out=args.out, source=args.source, datasets_=args.datasets, counts=args.counts, backends=args.backends,
         compressions=args.compressions, repeats=args.repeats, cache=args.cache, quick=args.quick,
-        random_reads=args.random_reads, workdir=args.workdir,
+        random_reads=args.random_reads, workdir=args.workdir, parallel_workers=args.parallel_workers,
     )
     with report.progress_bar(plan.steps(), enabled=not args.quiet) as progress:
         results = compare.run(plan, progress)
@@ -180,11 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--counts", nargs="+", metavar="N", help="image counts (default: 10, 100, ... within a budget)")
     cmp_.add_argument("--datasets", "--shapes", dest="datasets", nargs="+", metavar="NAME[:HxW[xC]]",
                       help="built-in datasets, e.g. cifar ct ct:256x256 cifar:64x64x3 (default: cifar ct)")
-    cmp_.add_argument("--repeats", type=int, help="timed repeats per measurement (default: 5; 1 with --quick)")
+    cmp_.add_argument("--repeats", type=int,
+                      help="timed repeats per measurement (default: 5, parallel reads 3; 1 with --quick)")
     cmp_.add_argument("--cache", choices=["warm", "cold"], default="warm",
                       help="read with the page cache warm, or evicted first (default: %(default)s)")
     cmp_.add_argument("--random-reads", type=int, metavar="N", help="random reads per store (default: 1000)")
     cmp_.add_argument("--workdir", metavar="DIR", help="where stores are written while measuring (default: --out)")
+    cmp_.add_argument("--parallel-workers", nargs="+", metavar="N",
+                      help="also read a sharded copy of each dataset with N worker processes at once, for each N "
+                      "(aggregate images/s and speed-up); 0 skips it (default: 1 2 ... up to the core count)")
     cmp_.add_argument("--quick", action="store_true", help="small counts, one repeat: a smoke test in seconds")
     cmp_.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     cmp_.set_defaults(func=_cmd_compare)

@@ -22,6 +22,9 @@ Method (what the figures mean, also written into results.json):
   read-all with ``tracemalloc`` -- memory above what was allocated before.
   Buffers inside C libraries (libpng, the HDF5 chunk cache) and memory-mapped
   pages (LMDB) are not counted.
+- Parallel reads (``--parallel-workers``): a sharded copy of each dataset's
+  largest count, read by 1, 2, ... worker processes at once; see
+  :mod:`imgbench.parallel_read` for the method.
 - Freshly allocated memory is slow to touch on many VMs; during the run glibc
   is told to keep and reuse freed memory (``mallopt``), so timings measure
   storage, not page faults; its defaults are restored afterwards.
@@ -68,6 +71,8 @@ MAX_DEFAULT_COUNT = 1_000
 QUICK_MAX_COUNT = 1_000
 DEFAULT_REPEATS = 5
 DEFAULT_RANDOM_READS = 1_000
+#: timed repeats of the parallel reads when --repeats is not given: 5 made a default run ~20% longer, 3 ~13%
+DEFAULT_PARALLEL_REPEATS = 3
 #: preferred second ("compressed") setting when a backend offers it: the same fast
 #: codec everywhere makes the backends comparable; else the first non-default one.
 PREFERRED_COMPRESSED = "zstd"
@@ -133,11 +138,18 @@ class Plan:
     workdir: Path | None = None
     seed: int = 0
     notes: list[str] = field(default_factory=list)
+    #: worker counts of the parallel-read measurement (:mod:`imgbench.parallel_read`); empty: not measured
+    parallel_workers: list[int] = field(default_factory=list)
+    #: timed repeats of each parallel read (None: ``repeats``)
+    parallel_repeats: int | None = None
 
     def steps(self) -> int:
-        """Progress units: one per pass (warm-up + repeats) of each cell."""
+        """Progress units: one per pass (warm-up + repeats) of each cell, plus the parallel reads."""
+        from . import parallel_read
+
         cells = sum(len(d.counts) for d in self.datasets) * len(self.settings)
-        return cells * (self.repeats + 1)
+        return cells * (self.repeats + 1) + parallel_read.steps(
+            self.datasets, self.settings, self.parallel_workers, self.parallel_repeats or self.repeats)
 
 
 # ------------------------------------------------------------------ planning
@@ -437,6 +449,8 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
         raise CompareError("--repeats must be at least 1")
     if plan.cache not in ("warm", "cold"):
         raise CompareError(f"--cache is 'warm' or 'cold', not {plan.cache!r}")
+    from . import parallel_read
+
     allocator = tune_allocator(True)
     started = _dt.datetime.now(_dt.timezone.utc)
     t_start = time.perf_counter()
@@ -514,6 +528,9 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
                         _finish(cell)
                     _remove(path)
                     rows.append(cell)
+        parallel = parallel_read.run(plan.datasets, plan.settings, workdir, plan.parallel_workers,
+                                     repeats=plan.parallel_repeats or plan.repeats, cache=plan.cache,
+                                     progress=step)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if allocator["mallopt"]:
@@ -530,6 +547,7 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
             "random_reads": plan.random_reads,
             "seed": plan.seed,
             "workdir": str(plan.workdir or tempfile.gettempdir()),
+            "parallel_workers": list(plan.parallel_workers),
         },
         "method": {
             "timer": "time.perf_counter; medians of interleaved repeats, spread = (max - min) / median",
@@ -539,6 +557,7 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
             "peak_memory": "tracemalloc peak of Python/NumPy allocations above the baseline, separate untimed pass; "
                            "C-library buffers and memory-mapped pages are not counted",
             "verification": "every repeat compares read-all, labels and each random read with what was written",
+            "parallel_read": parallel_read.METHOD if parallel else None,
             "allocator": allocator,
         },
         "machine": machine_info(workdir.parent),
@@ -546,6 +565,7 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
         "datasets": [ds.describe() for ds in plan.datasets],
         "notes": list(plan.notes) + [f"{ds.name}: {note}" for ds in plan.datasets for note in ds.notes],
         "runs": rows,
+        "parallel_read": parallel,
     }
 
 
@@ -659,14 +679,20 @@ def make_plan(
     quick: bool = False,
     random_reads: int | None = None,
     workdir: str | os.PathLike | None = None,
+    parallel_workers: Sequence[str | int] | None = None,
 ) -> Plan:
     """Turn command-line choices into a :class:`Plan` (validating all of them before anything runs).
 
     Defaults: the built-in datasets (or only ``source`` when given), counts
     10, 100, ... within a byte budget, every backend with its default and one
-    compressed setting, 5 repeats (1 with ``quick``). Stores are written under
-    ``workdir`` (default: ``out``), i.e. on the disk the user chose.
+    compressed setting, 5 repeats (1 with ``quick``), parallel reads with 1, 2,
+    ... up to the core count worker processes (``parallel_workers``; ``["0"]``
+    skips them) and 3 repeats unless ``repeats`` is given (they would add a third
+    to a default run with 5). Stores are written under ``workdir`` (default: ``out``), i.e.
+    on the disk the user chose.
     """
+    from . import parallel_read
+
     if repeats is not None and repeats < 1:
         raise CompareError(f"--repeats must be at least 1, got {repeats}")
     if cache not in ("warm", "cold"):
@@ -675,6 +701,7 @@ def make_plan(
         raise CompareError(f"--random-reads must be at least 1, got {random_reads}")
     settings = settings_for(backends, compressions)
     parsed = parse_counts(counts) if counts else None
+    workers = parallel_read.parse_workers(parallel_workers)
     if out is not None:
         out_path = Path(os.fspath(out)).expanduser()
         if out_path.exists() and not out_path.is_dir():
@@ -696,9 +723,14 @@ def make_plan(
         cache=cache,
         random_reads=random_reads if random_reads is not None else (100 if quick else DEFAULT_RANDOM_READS),
         workdir=Path(os.fspath(where)).expanduser() if where is not None else None,
+        parallel_workers=workers,
+        parallel_repeats=repeats if repeats is not None else (1 if quick else DEFAULT_PARALLEL_REPEATS),
     )
 
 
 def all_exact(results: dict[str, Any]) -> bool:
-    """True when every measured run read back exactly what it wrote."""
-    return all(r["exact"] for r in results["runs"] if r["status"] == "ok")
+    """True when every measured run (and every parallel read) read back exactly what it wrote."""
+    from . import parallel_read
+
+    return all(r["exact"] for r in results["runs"] if r["status"] == "ok") and parallel_read.all_exact(
+        results.get("parallel_read"))

@@ -74,6 +74,28 @@ def dataset_names(results: dict[str, Any]) -> list[str]:
     return [d["name"] for d in results["datasets"]]
 
 
+def parallel_runs(results: dict[str, Any], dataset: str) -> list[dict[str, Any]]:
+    """Measured parallel-read runs of ``dataset`` (none in results made without ``--parallel-workers``)."""
+    section = results.get("parallel_read") or {"runs": []}
+    return [r for r in section["runs"] if r["status"] == "ok" and r["dataset"] == dataset]
+
+
+def fmt_rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e6:.2f} M" if value >= 1e6 else (f"{value / 1e3:.1f} k" if value >= 1e3 else f"{value:.0f}")
+
+
+def _parallel_cells(row: dict[str, Any]) -> list[str]:
+    """images/s (± half the spread), speed-up, efficiency and CPU cores per worker of one worker count."""
+    return [
+        fmt_rate(row["images_per_s"]) + _spread(row["stats"]),
+        "-" if row["speedup"] is None else f"{row['speedup']:.2f}x",
+        "-" if row["efficiency"] is None else f"{row['efficiency']:.0%}",
+        "-" if row["cpu_cores"] is None else f"{row['cpu_cores']:.2f}",
+    ]
+
+
 # ------------------------------------------------------------ recommendation
 def _ratio_text(a: float, b: float) -> str:
     return f"{b / a:.1f}x" if a > 0 else "many times"
@@ -181,6 +203,32 @@ def summary_table(results: dict[str, Any], dataset: str):
     return table
 
 
+def parallel_table(results: dict[str, Any], dataset: str):
+    """A rich Table of the parallel reads of one dataset: images/s per worker count, best first."""
+    from rich.table import Table
+
+    runs = parallel_runs(results, dataset)
+    section = results["parallel_read"]
+    workers = section["workers"]
+    table = Table(title=f"{dataset}: parallel read of {runs[0]['count']} images in {section['shards']} shards, "
+                        f"images/s (medians of {section['repeats']})", title_justify="left",
+                  caption=f"speed-up: {workers[-1]} vs {workers[0]} worker{'s' if workers[0] > 1 else ''}; "
+                          f"starting the processes took {section['startup_s']:.1f} s (not timed)",
+                  caption_justify="left")
+    table.add_column("setting", no_wrap=True)
+    for k in workers:
+        table.add_column(f"{k} worker{'s' if k > 1 else ''}", justify="right", no_wrap=True)
+    table.add_column("speed-up", justify="right")
+    table.add_column("exact", justify="right")
+    best = {id(r): max((w["images_per_s"] or 0 for w in r["by_workers"]), default=0) for r in runs}
+    for r in sorted(runs, key=lambda r: -best[id(r)]):
+        by = {w["workers"]: w for w in r["by_workers"]}
+        top = by[workers[-1]]
+        table.add_row(setting(r), *(fmt_rate(by[k]["images_per_s"]) + _spread(by[k]["stats"]) for k in workers),
+                      _parallel_cells(top)[1], "yes" if r["exact"] else "[bold red]NO[/]")
+    return table
+
+
 def print_summary(results: dict[str, Any], console=None, out_dir: str | os.PathLike | None = None) -> None:
     """Tables and findings for the terminal."""
     from rich.console import Console
@@ -196,6 +244,10 @@ def print_summary(results: dict[str, Any], console=None, out_dir: str | os.PathL
             console.print(f"  • {line}", highlight=False)
         console.print()
     skipped = [r for r in results["runs"] if r["status"] != "ok"]
+    for name in dataset_names(results):
+        if parallel_runs(results, name):
+            console.print(parallel_table(results, name))
+            console.print()
     for r in {(r["backend"], r["compression"], r["dataset"]): r for r in skipped}.values():
         console.print(f"[yellow]n/a[/] {r['dataset']} {setting(r)}: {r['reason']}", highlight=False)
     for note in results.get("notes", []):
@@ -347,6 +399,79 @@ def plot_throughput(results: dict[str, Any], dataset: str) -> str:
     return _svg(fig)
 
 
+def plot_parallel(results: dict[str, Any], dataset: str) -> str:
+    """Aggregate images/s against worker processes, one line per setting, each with its ideal (linear) line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted(parallel_runs(results, dataset), key=setting)
+    style = _colours([setting(r) for r in runs])
+    workers = results["parallel_read"]["workers"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    plotted = False
+    for r in runs:
+        colour, line, marker = style[setting(r)]
+        rows = [w for w in r["by_workers"] if w["images_per_s"]]
+        if not rows:
+            continue
+        plotted = True
+        xs = [w["workers"] for w in rows]
+        ax.plot(xs, [w["images_per_s"] for w in rows], line, marker=marker, color=colour, label=setting(r),
+                lw=1.6, ms=4)
+        ax.fill_between(xs, [r["count"] / w["stats"]["max"] for w in rows],
+                        [r["count"] / w["stats"]["min"] for w in rows], color=colour, alpha=0.15, lw=0)
+        base = rows[0]
+        ax.plot(xs, [base["images_per_s"] * x / base["workers"] for x in xs], color=colour, lw=0.9,
+                ls=(0, (1, 2)))
+    ax.plot([], [], color="black", lw=0.9, ls=(0, (1, 2)), label="ideal (linear)")
+    ax.set_xticks(workers)
+    if plotted:
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no exact read to plot", transform=ax.transAxes, ha="center", color="#b00")
+    ax.set_xlabel("worker processes")
+    ax.set_ylabel("images per second, all workers (log)")
+    ax.set_title("Parallel read: aggregate images/s vs workers", fontsize=11)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, frameon=False)
+    return _svg(fig)
+
+
+def _parallel_table_html(results: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    head = ("backend", "compression", "images", "shards", "workers", "images/s", "speed-up", "efficiency",
+            "CPU cores per worker", "MB/s", "read time", "exact")
+    rows = ["<tr>" + "".join(f"<th{' class=l' if i < 2 else ''}>{h}</th>" for i, h in enumerate(head)) + "</tr>"]
+    for r in sorted(runs, key=setting):
+        for w in r["by_workers"]:
+            rate, speedup, efficiency, cores = _parallel_cells(w)
+            cells = [r["backend"], r["compression"], str(r["count"]), str(r["shards"]), str(w["workers"]), rate,
+                     speedup, efficiency, cores, "-" if w["MB_per_s"] is None else f"{w['MB_per_s']:.1f}",
+                     fmt_time(w["stats"]["median"] if w["stats"] else None)]
+            tds = "".join(f"<td{' class=l' if i < 2 else ''}>{html.escape(c)}</td>" for i, c in enumerate(cells))
+            tds += "<td>yes</td>" if r["exact"] else "<td class=bad>NO</td>"
+            rows.append(f"<tr>{tds}</tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _parallel_html(results: dict[str, Any], dataset: str) -> str:
+    """The parallel-read part of a dataset's section: what was done, the table, the problems."""
+    runs = parallel_runs(results, dataset)
+    section = results["parallel_read"]
+    intro = (f"A sharded copy of the {runs[0]['count']} images ({section['shards']} shards) read at once by "
+             f"{', '.join(map(str, section['workers']))} worker processes, each opening the dataset itself and "
+             f"reading a block of whole shards with read_many; time from a common start (barrier) to the last "
+             f"worker done, medians of {section['repeats']}. Starting the {section['processes']} processes took "
+             f"{section['startup_s']:.2f} s ({section['start_method']}), not included. Speed-up is against "
+             f"{section['workers'][0]} worker{'s' if section['workers'][0] > 1 else ''}; CPU cores per worker "
+             "above 1 means its codec already decodes on several threads.")
+    problems = [m for r in runs for m in r["mismatches"]]
+    bad = ("<ul>" + "".join(f"<li class=bad>{html.escape(m)}</li>" for m in problems[:20]) + "</ul>") if problems else ""
+    return (f"<h3>Reading in parallel</h3><p class=muted>{html.escape(intro)}</p>{bad}"
+            f"<div class=wide>{_parallel_table_html(results, runs)}</div>")
+
+
 # ---------------------------------------------------------------------- HTML
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
@@ -426,8 +551,12 @@ def render_html(results: dict[str, Any]) -> str:
             plot_vs_count(results, name, "bytes", "bytes allocated on disk (log)", "Bytes on disk vs number of images"),
             plot_throughput(results, name),
         ]
+        if parallel_runs(results, name):
+            plots.append(plot_parallel(results, name))
         parts.append("<div class=plots>" + "".join(f"<div class=plot>{svg}</div>" for svg in plots) + "</div>")
         parts.append("<div class=wide>" + _table_html(ok_runs(results, name)) + "</div>")
+        if parallel_runs(results, name):
+            parts.append(_parallel_html(results, name))
     skipped = [r for r in results["runs"] if r["status"] != "ok"]
     notes = list(results.get("notes", []))
     notes += sorted({f"{r['dataset']} {setting(r)} not measured: {r['reason']}" for r in skipped})

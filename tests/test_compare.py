@@ -183,7 +183,9 @@ def test_cli_compare_writes_report_and_json(tmp_path, capsys):
     assert {(r["dataset"], r["count"]) for r in results["runs"]} == {
         (d, n) for d in ("cifar", "ct:32x32") for n in (4, 9)}
     page = (out / "report.html").read_text()
-    assert page.count("<svg") == 2 * 5  # write, read, random, bytes, throughput per dataset
+    # write, read, random, bytes, throughput and parallel read (on by default from the CLI) per dataset
+    assert page.count("<svg") == 2 * 6
+    assert {r["dataset"] for r in results["parallel_read"]["runs"]} == {"cifar", "ct:32x32"}
     # self-contained: nothing to fetch (only in-page references such as url(#clip) or href="#id")
     assert not re.search(r"<script|<link|<img|@import|(?:src|href)=(?![\"']?#)|url\((?!#)", page)
     assert "Recommendation" in page and results["machine"]["cpu"] in page

@@ -85,6 +85,49 @@ def test_html_holds_tables_plots_machine_and_versions(tmp_path):
     assert report.load(paths["json"]) == json.loads(json.dumps(results))
 
 
+def fake_parallel(backend, compression, count, seconds_by_workers, exact=True):
+    """A parallel-read row as imgbench.parallel_read.run makes it: samples per worker count, then finish()."""
+    from imgbench import parallel_read
+
+    cell = {
+        "dataset": "cifar", "backend": backend, "compression": compression, "count": count,
+        "raw_bytes": count * 3072, "cache": "warm", "status": "ok", "reason": None, "exact": exact,
+        "mismatches": [] if exact else ["repeat 1, 2 workers: worker 1: image 7 differs from what was written"],
+        "shards": 2, "by_workers": {
+            k: {"elapsed_s": list(times),
+                "per_worker": [[{"images": count // k, "elapsed_s": t, "cpu_s": t} for _ in range(k)] for t in times]}
+            for k, times in seconds_by_workers.items()
+        },
+    }
+    parallel_read.finish(cell)
+    return cell
+
+
+def test_html_and_terminal_show_the_parallel_read(tmp_path):
+    from rich.console import Console
+
+    runs = [fake_run("a", "none", n, 0.001 * n, 0.0002 * n, 0.0001, 3072 * n) for n in (10, 100)]
+    results = fake_results(runs)
+    results["parallel_read"] = {
+        "workers": [1, 2], "processes": 2, "start_method": "spawn", "startup_s": 0.8, "warmup_s": 0.1, "shards": 2,
+        "repeats": 3, "cache": "warm", "method": "barrier",
+        "runs": [fake_parallel("a", "none", 100, {1: [0.10, 0.11, 0.09], 2: [0.06, 0.05, 0.07]}),
+                 fake_parallel("b", "zstd", 100, {1: [0.20] * 3, 2: [0.20] * 3}, exact=False)],
+    }
+    a, b = results["parallel_read"]["runs"]
+    assert a["by_workers"][1]["images_per_s"] == pytest.approx(100 / 0.06)
+    assert a["by_workers"][1]["speedup"] == pytest.approx(0.10 / 0.06)
+    page = report.render_html(results)
+    assert page.count("<svg") == 6 and "Parallel read: aggregate images/s vs workers" in page
+    assert "ideal (linear)" in page and "Reading in parallel" in page
+    assert "1.67x" in page and "83%" in page  # speed-up and efficiency of a/none with 2 workers
+    assert "image 7 differs" in page and "class=bad>NO<" in page
+    console = Console(width=160, record=True)
+    report.print_summary(results, console=console)
+    text = console.export_text()
+    assert "parallel read of 100 images in 2 shards" in text and "1.67x" in text and "NO" in text
+
+
 def test_terminal_summary(capsys):
     from rich.console import Console
 

@@ -47,7 +47,7 @@ def test_report_dom_loads_with_all_plots(report_page, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = proc.stdout
     assert "<title>imgbench compare report</title>" in dom
-    assert dom.count("<svg") == 5 and "Recommendation" in dom
+    assert dom.count("<svg") == 6 and "Recommendation" in dom  # 5 plots + the parallel read (on by default)
 
 
 def test_report_plots_render_on_screen(report_page, tmp_path):
