@@ -82,7 +82,8 @@ def test_quick_smoke_run(asv_env):
     assert proc.returncode == 0, out[-6000:]
     assert "failed" not in out, out[-6000:]
     # every benchmark module ran
-    for module in ("bench_write", "bench_read.", "bench_read_cold", "bench_size", "bench_sweep"):
+    for module in ("bench_write", "bench_read.", "bench_read_cold", "bench_size", "bench_sweep", "bench_convert",
+                   "bench_parallel_read"):
         assert module in out, module
 
 
