@@ -341,8 +341,9 @@ def test_lmdb_count_beyond_the_stored_images_is_refused_before_allocating(tmp_pa
     _lmdb_put(path, lmdb_backend.META_KEY, json.dumps(meta).encode())
     tracemalloc.start()
     try:
-        with imgbench.open(path) as s, pytest.raises(imgbench.CorruptStoreError):
-            s.checksums
+        with pytest.raises(imgbench.CorruptStoreError, match="image 999999999999 is not stored"):  # refused at open since
+            with imgbench.open(path) as s:
+                s.checksums
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -104,6 +104,8 @@ PROBE = textwrap.dedent(
                 s.labels
             if how.startswith("one:"):
                 got = [fp(s[int(how[4:])])]
+            if how == "labels":
+                s.labels
         out = {"outcome": "read", "count": n, "images": got}
     except imgbench.ImgbenchError as exc:
         out = {"outcome": "error", "type": type(exc).__name__, "corrupt": isinstance(exc, imgbench.CorruptStoreError),
@@ -571,6 +573,60 @@ def test_lmdb_meta_with_a_lying_count_is_refused(tmp_path, count):
     path = build(tmp_path, "lmdb", "none")
     _lmdb_meta(path, lambda m: m.update(count=count))
     assert_refused(probe(path, "all"))
+
+
+@pytest.mark.parametrize("count", [10**9, 2**62])
+def test_lmdb_lying_count_is_refused_before_labels_loop_over_it(tmp_path, count):
+    """Found from outside the repo: labels looped over 10**12 label keys (minutes, GBs) before noticing."""
+    path = build(tmp_path, "lmdb", "none")
+    _lmdb_meta(path, lambda m: m.update(count=count))
+    assert_refused(probe(path, "labels", timeout=30))
+
+
+@pytest.mark.parametrize("shape", [[100_000, 100_000, 3], [48, 16]], ids=["huge", "same-bytes"])
+def test_lmdb_uniform_shape_that_disagrees_with_the_images_is_refused_at_open(tmp_path, shape, capsys):
+    """Found from outside the repo: s[i] read fine, read_many failed, and `imgbench verify` said ok."""
+    from imgbench.integrity import verify
+
+    path = build(tmp_path, "lmdb", "none")
+    _lmdb_meta(path, lambda m: m.update(uniform={"shape": shape, "dtype": "|u1"}))
+    assert_refused(probe(path, "one:0"))
+    assert not verify(path).ok
+
+
+@pytest.mark.parametrize("count", [10**9, 2**40])
+def test_disk_sidecar_with_a_lying_count_is_refused_at_open(tmp_path, count):
+    """Found from outside the repo: a uniform disk store sized its shape table by the sidecar's count (22 GiB)."""
+    path = build(tmp_path, "disk", "none", labels=False)
+    meta = json.loads((path / "imgbench.json").read_text())
+    meta["count"] = count
+    (path / "imgbench.json").write_text(json.dumps(meta))
+    res = probe(path, "one:0")
+    assert_refused(res)
+    assert "missing" in res["message"]
+
+
+def test_tar_member_renamed_outside_the_store_is_damage_when_verifying(tmp_path):
+    """Readers use the index, not names; but webdataset/tar tools use names: a verified read must refuse."""
+    from imgbench.integrity import verify
+    from imgbench.storage.tar import member_header
+
+    path = build(tmp_path, "tar", "none")
+    shard = next(path.glob("*.tar"))
+    data = bytearray(shard.read_bytes())
+    at = data.find(b"00000002.npy")
+    assert at >= 0
+    size = int(data[at + 124 : at + 135], 8)
+    data[at : at + 512] = member_header(b"../00000002.npy", size)  # a valid header, only the name lies
+    shard.write_bytes(bytes(data))
+    with imgbench.open(path) as s:
+        assert s[2].shape == SHAPE  # plain reads go by the index and still read the pixels
+    with imgbench.open(path, verify=True) as s:
+        assert s[1].shape == SHAPE
+        with pytest.raises(imgbench.CorruptStoreError, match="tar members of image 2"):
+            s[2]
+    report = verify(path)
+    assert not report.ok and list(report.damaged) == [2]
 
 
 # ================================================================== symlinks and special files

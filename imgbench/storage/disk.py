@@ -137,6 +137,7 @@ class DiskStore(Store):
         count = meta.get("count")
         if not isinstance(count, int) or count < 0:
             return meta  # check_meta reports it
+        self._check_last_file(meta, count, directory)
         images = meta.get("images") or {}
         try:
             if "shape" in images:
@@ -172,6 +173,21 @@ class DiskStore(Store):
             # The appender rewrites every digest with the next commit: they must be whole now.
             self._sums = self._decode_sums(count)
         return meta
+
+    def _check_last_file(self, meta: dict[str, Any], count: int, directory: Path) -> None:
+        """Image ``count - 1`` must exist before anything is sized by ``count`` (O(1)): a sidecar
+        claiming 10**12 images would otherwise cost a 10**12-row shape table at open."""
+        compression = meta.get("compression")
+        if not count or compression not in self.compressions:
+            return  # check_meta reports a bad compression
+        last = f"{count - 1:08d}{codecs.CODECS[compression].suffix}"
+        try:
+            os.stat(last if self._dirfd is not None else directory / last, dir_fd=self._dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise CorruptStoreError(
+                f"{directory / SIDECAR} records {count} images but image {count - 1} ({last}) is missing: "
+                "the store is damaged or its count lies"
+            ) from None
 
     def _decode_sums(self, count: int) -> np.ndarray | None:
         """The sidecar's digests as uint64; None when absent, CorruptStoreError when malformed or the wrong length."""

@@ -340,11 +340,36 @@ class LMDBStore(Store):
                 self._db = env.open_db(b"images", create=False)
             except lmdb.Error:
                 raise CorruptStoreError(f"{target}: the 'images' database is missing") from None
+            self._check_meta_against_data(env, meta, target)
         except BaseException:
             self._release_env(env)
             raise
         self._env = env
         return meta
+
+    def _check_meta_against_data(self, env: lmdb.Environment, meta: Any, target: Path) -> None:
+        """The metadata's count and uniform shape agree with what is stored, in O(1), before either
+        sizes a loop or an allocation (a count of 10**12 would otherwise cost minutes in ``labels``)."""
+        count = meta.get("count") if isinstance(meta, dict) else None
+        if not isinstance(count, int) or count <= 0:
+            return  # check_meta reports a bad count; an empty store has nothing to compare
+        try:
+            with env.begin(buffers=True) as txn:
+                last = txn.get(_key(count - 1), db=self._db) if count <= 1 << 63 else None
+                first = txn.get(_key(0), db=self._db)
+                head = HEADER.unpack_from(first) if first is not None and len(first) >= HEADER.size else None
+        except lmdb.Error as exc:
+            raise CorruptStoreError(f"{target}: cannot read the images database: {exc}") from None
+        if last is None:
+            # (A missing image in the middle is reported when it is read: the others stay readable.)
+            raise CorruptStoreError(f"{target}: metadata records {count} images, but image {count - 1} is not stored")
+        if self._uniform and head is not None:
+            shape, dtype = self._uniform
+            _, _, _, did, ndim, _, h, w, c = head
+            if ndim != len(shape) or (h, w, c)[:ndim] != shape or did != DTYPE_IDS.get(dtype):
+                raise CorruptStoreError(
+                    f"{target}: metadata says every image is {shape} {dtype}, image 0's header disagrees"
+                )
 
     def _open_reader(self) -> dict[str, Any]:
         # Open read-write where we may (we never write as a reader): LMDB allows one
@@ -681,6 +706,8 @@ class LMDBStore(Store):
     def _get_labels(self) -> np.ndarray | None:
         n = self._count
         with self._read_txn() as txn:
+            if txn.stat(self._db)["entries"] < n:  # O(1) bound before a loop sized by the metadata
+                raise CorruptStoreError(f"{self.path}: {n} images recorded, fewer stored")
             parts = [bytes(txn.get(_labels_key(c)) or b"") for c in range((n + LABEL_CHUNK - 1) // LABEL_CHUNK)]
         raw = b"".join(parts)
         if len(raw) < 8 * n:

@@ -596,7 +596,37 @@ class TarStore(Store):
 
     def _get(self, index: int) -> np.ndarray:
         k, offset, size = self._table[index, :3].tolist()
+        if self.verify:
+            return self._decode(index, self._read_checked_sample(index))
         return self._decode(index, self._read_range(k, size, offset))
+
+    def _read_checked_sample(self, index: int) -> bytes:
+        """verify=True: image ``index``'s bytes, after checking that the tar headers of its sample
+        (``<key>.<ext>`` and ``<key>.cls``) are exactly the ones this backend writes.
+
+        Readers use the index, never member names; but the shards are also meant for tar tools
+        and webdataset, which do: a member renamed ``../x`` would make an extracting tool write
+        outside its folder, so a verified read calls it damage. One pread per sample."""
+        k, offset, size, label = self._table[index, :4].tolist()
+        name = b"%08d" % index
+        cls = b"%d" % label if self._labelled else None
+        span = _BLOCK + size + _pad(size) + (0 if cls is None else 2 * _BLOCK)
+        if offset < _BLOCK:
+            raise CorruptStoreError(f"{self.path}: image {index} has no room for its tar header (offset {offset})")
+        raw = self._read_range(k, span, offset - _BLOCK)
+        ext = codecs.CODECS[self.compression].suffix.encode()
+        tail = _BLOCK + size + _pad(size)
+        if raw[:_BLOCK] != member_header(name + ext, size) or (
+            cls is not None
+            and (raw[tail : tail + _BLOCK] != member_header(name + b".cls", len(cls))
+                 or raw[tail + _BLOCK : tail + _BLOCK + len(cls)] != cls)
+        ):
+            raise CorruptStoreError(
+                f"{self.path}: the tar members of image {index} are not {(name + ext).decode()}"
+                f"{'' if cls is None else ' and ' + (name + b'.cls').decode()} as written (damaged, or renamed: "
+                "a tar tool extracting this shard could write outside its folder)"
+            )
+        return raw[_BLOCK : _BLOCK + size]
 
     def _runs(self, idx: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Sort the requested images by (shard, offset) and cut them into runs, each one pread."""
