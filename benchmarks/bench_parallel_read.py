@@ -1,4 +1,4 @@
-"""Aggregate read time of a sharded dataset by worker processes (what `imgbench compare --parallel-workers` measures)."""
+"""Aggregate read time of a sharded dataset by worker processes (as `imgbench compare --parallel-workers`)."""
 
 import os
 
@@ -29,7 +29,7 @@ def _check(backend, count):
 class ParallelRead:
     """``k`` worker processes read a sharded dataset at once, each a block of whole shards, CIFAR shape.
 
-    The dataset (each backend's default compression, ``lcm(WORKERS)`` shards) is
+    The dataset (each backend's default compression, ``shard_count(WORKERS)`` = 4 shards) is
     built once in ``setup_cache``. Isolated: starting the ``k`` processes
     (``setup``), the page cache (files read once per process first), imports of
     the backend in every worker (an untimed read in ``setup``). Timed, inside

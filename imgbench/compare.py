@@ -71,8 +71,11 @@ MAX_DEFAULT_COUNT = 1_000
 QUICK_MAX_COUNT = 1_000
 DEFAULT_REPEATS = 5
 DEFAULT_RANDOM_READS = 1_000
-#: timed repeats of the parallel reads when --repeats is not given: 5 made a default run ~20% longer, 3 ~13%
+#: Parallel reads (imgbench.parallel_read) add ~16% to a default run (measured on 2 cores): 3 repeats unless
+#: --repeats is given, and without --counts at most this many raw bytes per dataset (64 of the 100 CT slices).
 DEFAULT_PARALLEL_REPEATS = 3
+PARALLEL_BUDGET = 32 << 20
+QUICK_PARALLEL_BUDGET = 1 << 20
 #: preferred second ("compressed") setting when a backend offers it: the same fast
 #: codec everywhere makes the backends comparable; else the first non-default one.
 PREFERRED_COMPRESSED = "zstd"
@@ -142,6 +145,8 @@ class Plan:
     parallel_workers: list[int] = field(default_factory=list)
     #: timed repeats of each parallel read (None: ``repeats``)
     parallel_repeats: int | None = None
+    #: raw bytes of each dataset read in parallel at most (None: its largest count)
+    parallel_max_bytes: int | None = None
 
     def steps(self) -> int:
         """Progress units: one per pass (warm-up + repeats) of each cell, plus the parallel reads."""
@@ -530,7 +535,7 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
                     rows.append(cell)
         parallel = parallel_read.run(plan.datasets, plan.settings, workdir, plan.parallel_workers,
                                      repeats=plan.parallel_repeats or plan.repeats, cache=plan.cache,
-                                     progress=step)
+                                     max_bytes=plan.parallel_max_bytes, progress=step)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if allocator["mallopt"]:
@@ -687,9 +692,10 @@ def make_plan(
     10, 100, ... within a byte budget, every backend with its default and one
     compressed setting, 5 repeats (1 with ``quick``), parallel reads with 1, 2,
     ... up to the core count worker processes (``parallel_workers``; ``["0"]``
-    skips them) and 3 repeats unless ``repeats`` is given (they would add a third
-    to a default run with 5). Stores are written under ``workdir`` (default: ``out``), i.e.
-    on the disk the user chose.
+    skips them), 3 repeats unless ``repeats`` is given, on at most
+    :data:`PARALLEL_BUDGET` bytes of each dataset unless ``counts`` are given.
+    Stores are written under ``workdir`` (default: ``out``), i.e. on the disk
+    the user chose.
     """
     from . import parallel_read
 
@@ -725,6 +731,7 @@ def make_plan(
         workdir=Path(os.fspath(where)).expanduser() if where is not None else None,
         parallel_workers=workers,
         parallel_repeats=repeats if repeats is not None else (1 if quick else DEFAULT_PARALLEL_REPEATS),
+        parallel_max_bytes=None if parsed else (QUICK_PARALLEL_BUDGET if quick else PARALLEL_BUDGET),
     )
 
 

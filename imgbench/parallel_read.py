@@ -4,11 +4,16 @@ What ``imgbench compare`` adds after its matrix (``--parallel-workers``), and wh
 the asv benchmark ``bench_parallel_read`` times. Method (also written into
 results.json):
 
-- Per dataset (at its largest count) and per measured backend/compression, the
+- Per dataset (its largest count, or as many of its first images as fit in a
+  byte budget: ``imgbench compare`` uses 32 MiB, 1 MiB with ``--quick``,
+  none when ``--counts`` is given) and per measured backend/compression, the
   same images are written once as a sharded dataset
-  (``imgbench.open(path, "w", images_per_shard=...)``) with as many shards as
-  the least common multiple of the worker counts (at most :data:`MAX_SHARDS`),
-  so every worker count gets equal shares of whole shards.
+  (``imgbench.open(path, "w", images_per_shard=...)``) with twice as many
+  shards as the least common multiple of the worker counts (at most
+  :data:`MAX_SHARDS`): every worker count gets equal shares of whole shards,
+  and every share spans several shards, as in a real dataset (a one-shard
+  share would skip the copy that assembles a multi-shard read and inflate the
+  speed-up).
 - A pool of worker processes (plain :mod:`multiprocessing`, ``spawn``) is
   started once, before any timing; its start-up (interpreter, imports) is
   reported separately as ``startup_s``.
@@ -23,8 +28,10 @@ results.json):
   fingerprints back; the parent compares them with those of the images it
   wrote. Any difference, a missing image or a worker error marks the run not
   exact (``imgbench compare`` then exits 1).
-- An untimed warm-up read with every worker first (imports the backend in each
-  process, warms the page cache), then interleaved repeats: repeat 1 of every
+- An untimed warm-up first: every process touches the memory the largest
+  share needs (first touch of fresh memory is slow on VMs) and reads each
+  dataset once (imports the backend, warms the page cache); then interleaved
+  repeats: repeat 1 of every
   setting and worker count, then repeat 2, ... Medians are quoted; speed-up is
   the images/s with ``k`` workers over that with the fewest workers measured,
   efficiency the speed-up over the ideal (linear) one.
@@ -56,15 +63,21 @@ from .store import open as open_store
 
 #: start method of the reader processes: spawn is safe whatever threads the parent runs (a progress bar)
 START_METHOD = "spawn"
-#: shards of a measured dataset: lcm of the worker counts, capped here (then shares differ by at most one shard)
+#: shards per worker at the largest common split: every read then assembles its share from several shards, as a
+#: worker of a real (many-shard) dataset does, so the speed-up is not inflated by one-shard reads skipping that copy
+SHARDS_PER_WORKER = 2
+#: shards of a measured dataset: SHARDS_PER_WORKER x lcm of the worker counts, capped here (then shares differ by at
+#: most one shard)
 MAX_SHARDS = 64
+#: most reader processes one measurement starts
+MAX_WORKERS = 256
 #: seconds a worker waits on the barrier for its peers before giving up
 BARRIER_TIMEOUT = 120.0
 #: seconds the pool may take to start
 START_TIMEOUT = 120.0
 #: what results.json says about this measurement
 METHOD = (
-    "a sharded copy of the images (shards = lcm of the worker counts) read by k worker processes started "
+    "a sharded copy of the images (shards = 2 x lcm of the worker counts) read by k worker processes started "
     "beforehand (spawn; start-up reported apart); each opens the dataset by path and read_many()s a contiguous "
     "block of shards; time from the barrier release to the last worker done; medians of interleaved repeats "
     "after an untimed warm-up; every image checked (xxh3-64 of dtype, shape and bytes)"
@@ -102,6 +115,8 @@ def parse_workers(values: Sequence[str | int] | None) -> list[int]:
                 ) from None
             if number < 0:
                 raise CompareError(f"--parallel-workers takes numbers of at least 1 (0: skip), got {part!r}")
+            if number > MAX_WORKERS:
+                raise CompareError(f"--parallel-workers: at most {MAX_WORKERS} processes, got {number}")
             counts.add(number)
     if not counts:
         raise CompareError("--parallel-workers needs at least one number (0: skip the parallel-read measurement)")
@@ -113,8 +128,8 @@ def parse_workers(values: Sequence[str | int] | None) -> list[int]:
 
 
 def shard_count(workers: Sequence[int]) -> int:
-    """Shards to write: every worker count gets equal shares of whole shards (lcm), at most MAX_SHARDS."""
-    return min(math.lcm(*workers), MAX_SHARDS) if workers else 1
+    """Shards to write: every worker count gets equal shares of at least two whole shards, at most MAX_SHARDS."""
+    return min(SHARDS_PER_WORKER * math.lcm(*workers), MAX_SHARDS) if workers else 1
 
 
 def shares(bounds: Sequence[tuple[int, int]], k: int) -> list[tuple[int, int]]:
@@ -124,6 +139,17 @@ def shares(bounds: Sequence[tuple[int, int]], k: int) -> list[tuple[int, int]]:
         block = bounds[j * len(bounds) // k:(j + 1) * len(bounds) // k]
         out.append((block[0][0], block[-1][1]) if block else (0, 0))
     return out
+
+
+def count_within(ds: Dataset, max_bytes: int | None) -> int:
+    """Images of ``ds`` to read in parallel: its largest count, or its first images within ``max_bytes`` (>= 1)."""
+    n = max(ds.counts)
+    if max_bytes is None or ds.raw_bytes(n) <= max_bytes:
+        return n
+    if isinstance(ds.images, np.ndarray):
+        return max(1, min(n, max_bytes // max(1, ds.images[0].nbytes)))
+    sizes = np.cumsum([im.nbytes for im in ds.images[:n]])
+    return max(1, int(np.searchsorted(sizes, max_bytes, side="right")))
 
 
 def steps(datasets: Sequence[Dataset], settings: Sequence[Setting], workers: Sequence[int], repeats: int) -> int:
@@ -166,6 +192,10 @@ def _serve(conn: Any, barriers: dict[int, Any]) -> None:
         if task is None:
             return
         try:
+            if "prefault" in task:
+                np.ones(task["prefault"], np.uint8)  # faulted in, freed, kept by the tuned allocator for reuse
+                conn.send({"prefault": task["prefault"]})
+                continue
             conn.send(_one_read(task, barriers[task["k"]]))
         except Exception as exc:  # reported to the parent, which marks the run not exact
             conn.send({"error": f"{type(exc).__name__}: {exc}"})
@@ -244,6 +274,12 @@ class ReaderPool:
                         f"reader process {j} died (exit code {self.procs[j].exitcode}) during {what}{hint}"
                     )
         return [got[j] for j in which]
+
+    def prefault(self, nbytes: int) -> None:
+        """Have every worker touch ``nbytes`` of fresh memory once: timed reads reuse it (first touch is slow on VMs)."""
+        for conn in self.conns:
+            conn.send({"prefault": int(nbytes)})
+        self._collect(range(len(self.procs)), None, "prefault")
 
     def read(self, path: str | os.PathLike, ranges: Sequence[tuple[int, int]],
              reader: Reader = read_share) -> list[dict[str, Any]]:
@@ -375,11 +411,15 @@ def finish(cell: dict[str, Any]) -> None:
 
 def _measure_all(pool: ReaderPool, cells: list[dict[str, Any]], workers: list[int], repeats: int, cache: str,
                  reader: Reader, step: Callable[[int, str], None]) -> float:
-    """Untimed warm-up with every process (imports the backend, fills the page cache), then interleaved repeats.
+    """Untimed warm-up, then interleaved repeats; returns the warm-up's duration.
 
-    Returns the warm-up's duration.
+    The warm-up has every process touch the memory the largest share needs
+    (the output and the shards' parts it is assembled from; first touch of
+    fresh memory is slow on VMs) and reads each dataset with every process
+    (each imports the backend and runs its code once; the page cache fills).
     """
     t0 = _clock()
+    pool.prefault(2 * max(cell["raw_bytes"] for cell in cells))
     for cell in cells:
         _measure(pool, cell, max(workers), reader, record=False, label="warm-up")
         step(1, "")
@@ -404,12 +444,15 @@ def run(
     repeats: int,
     cache: str = "warm",
     progress: Callable[[int, str], None] | None = None,
+    max_bytes: int | None = None,
     reader: Reader | None = None,
     start_method: str = START_METHOD,
 ) -> dict[str, Any] | None:
-    """Measure parallel reads of every dataset (largest count) x setting; the ``parallel_read`` part of results.json.
+    """Measure parallel reads of every dataset x setting; the ``parallel_read`` part of results.json.
 
-    Returns None when ``workers`` is empty (not measured). ``reader`` is the
+    Each dataset is read at its largest count, or its first images within
+    ``max_bytes`` raw bytes (:func:`count_within`). Returns None when
+    ``workers`` is empty (not measured). ``reader`` is the
     worker's timed call, a module-level function (default :func:`read_share`;
     tests substitute one that reads wrong data).
     """
@@ -425,7 +468,7 @@ def run(
     cells: list[dict[str, Any]] = []
     try:
         for ds in datasets:
-            n = max(ds.counts)
+            n = count_within(ds, max_bytes)
             images = ds.images[:n]
             labels = None if ds.labels is None else ds.labels[:n]
             expected = fingerprints(images)
@@ -472,6 +515,7 @@ def run(
         "elapsed_s": _clock() - began,
         "shards": nshards,
         "repeats": repeats,
+        "max_bytes": max_bytes,
         "cache": cache,
         "method": METHOD,
         "runs": cells,

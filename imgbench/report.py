@@ -467,7 +467,8 @@ def _parallel_html(results: dict[str, Any], dataset: str) -> str:
              f"{section['workers'][0]} worker{'s' if section['workers'][0] > 1 else ''}; CPU cores per worker "
              "above 1 means its codec already decodes on several threads.")
     problems = [m for r in runs for m in r["mismatches"]]
-    bad = ("<ul>" + "".join(f"<li class=bad>{html.escape(m)}</li>" for m in problems[:20]) + "</ul>") if problems else ""
+    bad = "".join(f"<li class=bad>{html.escape(m)}</li>" for m in problems[:20])
+    bad = f"<ul>{bad}</ul>" if bad else ""
     return (f"<h3>Reading in parallel</h3><p class=muted>{html.escape(intro)}</p>{bad}"
             f"<div class=wide>{_parallel_table_html(results, runs)}</div>")
 

@@ -44,20 +44,36 @@ def test_parse_and_default_workers():
     assert parallel_read.parse_workers(["2", "1,4", "2"]) == [1, 2, 4]
     assert parallel_read.parse_workers(["0"]) == []
     assert parallel_read.parse_workers(None) == parallel_read.default_workers()
-    for bad in (["x"], ["-1"], ["0", "2"], [""], ["1.5"]):
+    for bad in (["x"], ["-1"], ["0", "2"], [""], ["1.5"], ["100000"]):
         with pytest.raises(compare.CompareError, match="parallel-workers"):
             parallel_read.parse_workers(bad)
 
 
 def test_shards_split_evenly_between_workers():
-    assert parallel_read.shard_count([1, 2]) == 2
-    assert parallel_read.shard_count([1, 2, 3, 4]) == 12
+    assert parallel_read.shard_count([1, 2]) == 4
+    assert parallel_read.shard_count([1, 2, 3, 4]) == 24
     assert parallel_read.shard_count(range(1, 17)) == parallel_read.MAX_SHARDS
     bounds = sharded.plan(10, images_per_shard=3)  # 4 shards: 3, 3, 3, 1
     assert parallel_read.shares(bounds, 1) == [(0, 10)]
     assert parallel_read.shares(bounds, 2) == [(0, 6), (6, 10)]
     assert parallel_read.shares(bounds, 4) == bounds
     assert parallel_read.shares(bounds[:1], 2) == [(0, 0), (0, 3)]  # fewer shards than workers: one reads nothing
+
+
+def test_byte_budget_caps_the_copy_read_in_parallel():
+    ds = compare.builtin_dataset("cifar", [10, 100])
+    assert parallel_read.count_within(ds, None) == 100
+    assert parallel_read.count_within(ds, 3072 * 100) == 100
+    assert parallel_read.count_within(ds, 3072 * 40 + 5) == 40
+    assert parallel_read.count_within(ds, 1) == 1
+    mixed = compare.Dataset("mixed", "", [np.zeros(s, np.uint8) for s in (100, 50, 50, 200)], None, [4])
+    assert parallel_read.count_within(mixed, 200) == 3 and parallel_read.count_within(mixed, 10) == 1
+    # compare: a budget only when the counts are the defaults; explicit counts are read in full
+    assert compare.make_plan(datasets_=["cifar"], quick=True).parallel_max_bytes == compare.QUICK_PARALLEL_BUDGET
+    plan = compare.make_plan(datasets_=["cifar"], counts=["10"], parallel_workers=["2"])
+    assert plan.parallel_max_bytes is None and plan.parallel_workers == [2]
+    assert plan.repeats == 5 and plan.parallel_repeats == compare.DEFAULT_PARALLEL_REPEATS == 3
+    assert compare.make_plan(datasets_=["cifar"], counts=["10"], repeats=2).parallel_repeats == 2
 
 
 def test_fingerprints_cover_dtype_shape_and_values():
@@ -78,7 +94,7 @@ def test_fingerprints_cover_dtype_shape_and_values():
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
-    ds = tiny_dataset(10)
+    ds = tiny_dataset(12)
     settings = [compare.Setting("lmdb", "none"), compare.Setting("npy", "none"), compare.Setting("disk", "png")]
     calls = []
     section = parallel_read.run([ds], settings, work, [2, 1], repeats=3, progress=lambda n, t: calls.append(n))
@@ -87,20 +103,20 @@ def measured(tmp_path_factory):
 
 def test_every_worker_reads_its_share_exactly(measured):
     section, ds, settings, work, calls = measured
-    assert section["workers"] == [1, 2] and section["processes"] == 2 and section["shards"] == 2
+    assert section["workers"] == [1, 2] and section["processes"] == 2 and section["shards"] == 4
     assert section["startup_s"] > 0 and section["warmup_s"] > 0 and section["start_method"] == "spawn"
     assert sum(calls) == parallel_read.steps([ds], settings, [1, 2], 3) == 3 * 4
     assert [(r["backend"], r["compression"]) for r in section["runs"]] == [(s.backend, s.compression) for s in settings]
     for r in section["runs"]:
         assert r["status"] == "ok" and r["exact"] and r["mismatches"] == [], r
-        assert r["count"] == 10 and r["shards"] == 2 and r["raw_bytes"] == 10 * 32 * 32 * 3
+        assert r["count"] == 12 and r["shards"] == 4 and r["raw_bytes"] == 12 * 32 * 32 * 3
         assert [w["workers"] for w in r["by_workers"]] == [1, 2]
         for w in r["by_workers"]:
             assert len(w["elapsed_s"]) == len(w["per_worker"]) == 3
             for rep in w["per_worker"]:
                 assert len(rep) == w["workers"]
                 assert sum(p["images"] for p in rep) == r["count"]  # the shares add up to the whole dataset
-                assert all(p["images"] == 10 // w["workers"] for p in rep)
+                assert all(p["images"] == 12 // w["workers"] for p in rep)
     assert not any(work.iterdir())  # the sharded copies are removed
     json.dumps(section)
 
@@ -183,7 +199,7 @@ def test_cli_option_and_json_fields(tmp_path, capsys):
                  "--out", str(out), "-q"])
     assert code == 0
     text = capsys.readouterr().out
-    assert "parallel read of 12 images in 2 shards" in text
+    assert "parallel read of 12 images in 4 shards" in text
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["parallel_workers"] == [1, 2]
     assert "barrier" in results["method"]["parallel_read"]
@@ -225,7 +241,8 @@ def test_cli_exits_1_when_a_worker_reads_wrong_data(tmp_path, monkeypatch, capsy
     assert "class=bad" in (out / "report.html").read_text()
 
 
-@pytest.mark.parametrize("value, expect", [("two", "whole numbers"), ("-2", "at least 1"), ("0 1", "cannot be combined")])
+@pytest.mark.parametrize("value, expect",
+                         [("two", "whole numbers"), ("-2", "at least 1"), ("0 1", "cannot be combined")])
 def test_cli_bad_worker_counts_one_line(tmp_path, capsys, value, expect):
     code = main(["compare", "-q", "--out", str(tmp_path / "o"), "--parallel-workers", *value.split()])
     err = capsys.readouterr().err.strip()
