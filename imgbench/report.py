@@ -439,20 +439,17 @@ def plot_parallel(results: dict[str, Any], dataset: str) -> str:
     return _svg(fig)
 
 
-def _parallel_table_html(results: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+def _parallel_table_html(runs: list[dict[str, Any]]) -> str:
     head = ("backend", "compression", "images", "shards", "workers", "images/s", "speed-up", "efficiency",
             "CPU cores per worker", "MB/s", "read time", "exact")
-    rows = ["<tr>" + "".join(f"<th{' class=l' if i < 2 else ''}>{h}</th>" for i, h in enumerate(head)) + "</tr>"]
+    rows = []
     for r in sorted(runs, key=setting):
         for w in r["by_workers"]:
             rate, speedup, efficiency, cores = _parallel_cells(w)
-            cells = [r["backend"], r["compression"], str(r["count"]), str(r["shards"]), str(w["workers"]), rate,
-                     speedup, efficiency, cores, "-" if w["MB_per_s"] is None else f"{w['MB_per_s']:.1f}",
-                     fmt_time(w["stats"]["median"] if w["stats"] else None)]
-            tds = "".join(f"<td{' class=l' if i < 2 else ''}>{html.escape(c)}</td>" for i, c in enumerate(cells))
-            tds += "<td>yes</td>" if r["exact"] else "<td class=bad>NO</td>"
-            rows.append(f"<tr>{tds}</tr>")
-    return "<table>" + "".join(rows) + "</table>"
+            rows.append(([r["backend"], r["compression"], str(r["count"]), str(r["shards"]), str(w["workers"]), rate,
+                          speedup, efficiency, cores, "-" if w["MB_per_s"] is None else f"{w['MB_per_s']:.1f}",
+                          fmt_time(w["stats"]["median"] if w["stats"] else None)], r["exact"]))
+    return _html_table(head, rows, left=2)
 
 
 def _parallel_html(results: dict[str, Any], dataset: str) -> str:
@@ -470,7 +467,7 @@ def _parallel_html(results: dict[str, Any], dataset: str) -> str:
     bad = "".join(f"<li class=bad>{html.escape(m)}</li>" for m in problems[:20])
     bad = f"<ul>{bad}</ul>" if bad else ""
     return (f"<h3>Reading in parallel</h3><p class=muted>{html.escape(intro)}</p>{bad}"
-            f"<div class=wide>{_parallel_table_html(results, runs)}</div>")
+            f"<div class=wide>{_parallel_table_html(runs)}</div>")
 
 
 # ---------------------------------------------------------------------- HTML
@@ -489,7 +486,7 @@ def _table_html(runs: list[dict[str, Any]]) -> str:
     head = ("dataset", "images", "backend", "compression", "write", "read all", "random read", "write MB/s",
             "read MB/s", "on disk (allocated)", "apparent", "vs raw", "files", "peak mem write", "peak mem read",
             "exact")
-    rows = ["<tr>" + "".join(f"<th{' class=l' if i < 4 else ''}>{h}</th>" for i, h in enumerate(head)) + "</tr>"]
+    rows = []
     for r in sorted(runs, key=lambda r: (r["dataset"], r["count"], setting(r))):
         st, d, mem = r["stats"], r["derived"], r.get("peak_memory") or {}
         cells = [
@@ -501,10 +498,18 @@ def _table_html(runs: list[dict[str, Any]]) -> str:
             fmt_bytes(r["disk"]["allocated"]), fmt_bytes(r["disk"]["apparent"]), f"{d['size_ratio']:.0%}",
             str(r["disk"]["files"]), fmt_bytes(mem.get("write")), fmt_bytes(mem.get("read")),
         ]
-        tds = "".join(f"<td{' class=l' if i < 4 else ''}>{html.escape(c)}</td>" for i, c in enumerate(cells))
-        tds += "<td>yes</td>" if r["exact"] else "<td class=bad>NO</td>"
-        rows.append(f"<tr>{tds}</tr>")
-    return "<table>" + "".join(rows) + "</table>"
+        rows.append((cells, r["exact"]))
+    return _html_table(head, rows, left=4)
+
+
+def _html_table(head: tuple[str, ...], rows: list[tuple[list[str], bool]], left: int) -> str:
+    """A table whose first ``left`` columns are left-aligned text; each row ends with its exact yes / NO cell."""
+    out = ["<tr>" + "".join(f"<th{' class=l' if i < left else ''}>{h}</th>" for i, h in enumerate(head)) + "</tr>"]
+    for cells, exact in rows:
+        tds = "".join(f"<td{' class=l' if i < left else ''}>{html.escape(c)}</td>" for i, c in enumerate(cells))
+        tds += "<td>yes</td>" if exact else "<td class=bad>NO</td>"
+        out.append(f"<tr>{tds}</tr>")
+    return "<table>" + "".join(out) + "</table>"
 
 
 def _kv_table(mapping: dict[str, Any]) -> str:
