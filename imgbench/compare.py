@@ -71,10 +71,10 @@ MAX_DEFAULT_COUNT = 1_000
 QUICK_MAX_COUNT = 1_000
 DEFAULT_REPEATS = 5
 DEFAULT_RANDOM_READS = 1_000
-#: Parallel reads (imgbench.parallel_read) add ~16% to a default run (measured on 2 cores): 3 repeats unless
-#: --repeats is given, and without --counts at most this many raw bytes per dataset (64 of the 100 CT slices).
+#: Parallel reads (imgbench.parallel_read) add ~11% to a default run (measured on 2 cores): 3 repeats unless
+#: --repeats is given, and without --counts at most this many raw bytes per dataset (32 of the 100 CT slices).
 DEFAULT_PARALLEL_REPEATS = 3
-PARALLEL_BUDGET = 32 << 20
+PARALLEL_BUDGET = 16 << 20
 QUICK_PARALLEL_BUDGET = 1 << 20
 #: preferred second ("compressed") setting when a backend offers it: the same fast
 #: codec everywhere makes the backends comparable; else the first non-default one.

@@ -5,7 +5,7 @@ the asv benchmark ``bench_parallel_read`` times. Method (also written into
 results.json):
 
 - Per dataset (its largest count, or as many of its first images as fit in a
-  byte budget: ``imgbench compare`` uses 32 MiB, 1 MiB with ``--quick``,
+  byte budget: ``imgbench compare`` uses 16 MiB, 1 MiB with ``--quick``,
   none when ``--counts`` is given) and per measured backend/compression, the
   same images are written once as a sharded dataset
   (``imgbench.open(path, "w", images_per_shard=...)``) with twice as many
