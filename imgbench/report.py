@@ -456,7 +456,7 @@ def _parallel_html(results: dict[str, Any], dataset: str) -> str:
     """The parallel-read part of a dataset's section: what was done, the table, the problems."""
     runs = parallel_runs(results, dataset)
     section = results["parallel_read"]
-    intro = (f"A sharded copy of the {runs[0]['count']} images ({section['shards']} shards) read at once by "
+    intro = (f"A sharded copy of the first {runs[0]['count']} images ({section['shards']} shards) read at once by "
              f"{', '.join(map(str, section['workers']))} worker processes, each opening the dataset itself and "
              f"reading a block of whole shards with read_many; time from a common start (barrier) to the last "
              f"worker done, medians of {section['repeats']}. Starting the {section['processes']} processes took "
