@@ -97,6 +97,10 @@ def test_lmdb_readahead_auto_follows_the_access_pattern(tmp_path):
         assert "sr" in _map_flags("data.mdb")  # scan: MADV_SEQUENTIAL
         assert np.array_equal(s.read_many([3, 1]), images[[3, 1]])
         assert "rr" in _map_flags("data.mdb")
+        assert np.array_equal(s.read_many(range(50, 120)), images[50:120])
+        assert "sr" in _map_flags("data.mdb")  # a run of consecutive indices is a scan (sharded workers, slices)
+        assert np.array_equal(s[10:12], images[10:12]) and "sr" in _map_flags("data.mdb")
+        assert np.array_equal(s.read_many([5, 9]), images[[5, 9]]) and "rr" in _map_flags("data.mdb")
     with imgbench.open(path, readahead=True) as s:
         s.read_many([3, 1])
         s.read_many()

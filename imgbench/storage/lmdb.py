@@ -593,7 +593,11 @@ class LMDBStore(Store):
 
     @_lmdb_reads
     def _get_many(self, indices: np.ndarray) -> np.ndarray | list[np.ndarray]:
-        self._advise(_MADV_RANDOM)
+        # A run of consecutive indices (a shard's or a worker's block, a slice) is a scan: with
+        # MADV_RANDOM a cold range read faulted 4 KiB at a time, ~20x slower than read_many().
+        idx = np.asarray(indices)
+        run = len(idx) > 1 and bool((np.diff(idx) == 1).all())
+        self._advise(_MADV_SEQUENTIAL if run else _MADV_RANDOM)
         with self._read_txn() as txn:
             db = self._db
 
