@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,28 @@ def _is_store(path: Path) -> bool:
         return True
     except ImgbenchError:
         return False
+
+
+def _read_files(
+    files: Iterable[sources.SourceFile], skipped: Counter, tick: Callable[[int], None]
+) -> Iterator[tuple[Any, int | None]]:
+    """(image, label) of every usable image in ``files``, in order; unusable files are counted in
+    ``skipped`` by reason. ``tick(1)`` after each file. Shared by plain and sharded conversion."""
+    for source in files:
+        try:
+            images = sources.read_file(source)
+        except sources.SkipFile as why:
+            skipped[str(why)] += 1
+            tick(1)
+            continue
+        for image in images:
+            yield image, source.label
+        tick(1)
+
+
+def _no_usable_images(src: Path, skipped: Counter) -> sources.SourceError:
+    reasons = "; ".join(f"{n} x {why}" for why, n in skipped.items())
+    return sources.SourceError(f"no usable images in {src}: {reasons}")
 
 
 def convert(
@@ -126,20 +148,11 @@ def convert(
         total(len(found.files))
     with open_store(dst_path, mode, backend=backend, compression=compression, level=level) as out:
         count = 0
-        for source in found.files:
-            try:
-                images = sources.read_file(source)
-            except sources.SkipFile as why:
-                report.skipped[str(why)] += 1
-                tick(1)
-                continue
-            for image in images:
-                out.append(image, label=source.label)
-            count += len(images)
-            tick(1)
+        for image, label in _read_files(found.files, report.skipped, tick):
+            out.append(image, label=label)
+            count += 1
         if count == 0:
-            reasons = "; ".join(f"{n} x {why}" for why, n in report.skipped.items())
-            raise sources.SourceError(f"no usable images in {src_path}: {reasons}")
+            raise _no_usable_images(src_path, report.skipped)
         if found.classes is not None:
             out.attrs["classes"] = found.classes
         out.attrs["source"] = str(src_path.resolve())
@@ -197,16 +210,8 @@ def convert_shard(task: dict[str, Any], tick: Callable[[int], None] | None = Non
 
     def from_files():
         root = Path(task["root"])
-        for rel, kind, label in task["files"]:
-            try:
-                images = sources.read_file(sources.SourceFile(root / rel, kind, label))
-            except sources.SkipFile as why:
-                skipped[str(why)] += 1
-                step(1)
-                continue
-            for image in images:
-                yield image, label
-            step(1)
+        files = (sources.SourceFile(root / rel, kind, label) for rel, kind, label in task["files"])
+        return _read_files(files, skipped, step)
 
     def from_store():
         labels = task["labels"]
@@ -268,13 +273,14 @@ def convert_sharded(
     report = ConvertReport(dst=dst_path)
     common = {"backend": backend, "compression": compression, "level": level}
 
-    if _is_store(src_path) and "bytes" in limit:
+    from_store = _is_store(src_path)
+    if from_store and "bytes" in limit:
         raise UnsupportedError(
             "bytes per shard is measured on source files; for a store source give --images-per-shard or --shards"
         )
     tmp = sharded.prepare(dst_path, "w" if overwrite else "x")
     try:
-        if _is_store(src_path):
+        if from_store:
             with open_store(src_path) as source:
                 n = len(source)
                 labels = source.labels
@@ -317,8 +323,7 @@ def convert_sharded(
         names = [r["name"] for r in results if r["images"]]
         report.images = sum(r["images"] for r in results)
         if report.images == 0:
-            reasons = "; ".join(f"{k} x {why}" for why, k in report.skipped.items())
-            raise sources.SourceError(f"no usable images in {src_path}: {reasons}")
+            raise _no_usable_images(src_path, report.skipped)
         manifest = sharded.finish(tmp, names, backend=backend, attrs=attrs, limit=limit)
         atomic.publish(tmp, dst_path, replace=overwrite)
     except BaseException:
