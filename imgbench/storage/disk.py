@@ -34,6 +34,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ from ..store import Store, stack_if_uniform
 
 SIDECAR = "imgbench.json"
 _MAX_SIDECAR_BYTES = 1 << 30
+
+
 def _npy_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.ascontiguousarray(image, dtype=image.dtype.newbyteorder("<")), allow_pickle=False)
@@ -118,13 +121,10 @@ class DiskStore(Store):
         sidecar = directory / SIDECAR
         try:
             # A reader opens it relative to the directory it holds; never through a symlink.
-            fd, size = ownfiles.open_own(SIDECAR if self._dirfd is not None else sidecar, self._dirfd, str(sidecar))
-            try:
-                if size > _MAX_SIDECAR_BYTES:
-                    raise CorruptStoreError(f"{sidecar} is implausibly large")
-                raw = ownfiles.read_fd(fd, size)
-            finally:
-                os.close(fd)
+            raw = ownfiles.read_own(SIDECAR if self._dirfd is not None else sidecar, _MAX_SIDECAR_BYTES + 1,
+                                    self._dirfd, str(sidecar))
+            if len(raw) > _MAX_SIDECAR_BYTES:
+                raise CorruptStoreError(f"{sidecar} is implausibly large")
             meta = json.loads(raw)
         except FileNotFoundError:
             raise CorruptStoreError(f"{directory} has no {SIDECAR}; it is not a disk store") from None
@@ -301,11 +301,7 @@ class DiskStore(Store):
         path = self._file(index)
         try:
             name = self._name(index) if self._dirfd is not None else path
-            fd, size = ownfiles.open_own(name, self._dirfd, f"image {index}: {path}")
-            try:
-                data = ownfiles.read_fd(fd, size)
-            finally:
-                os.close(fd)
+            data = ownfiles.read_own(name, sys.maxsize, self._dirfd, f"image {index}: {path}")
         except FileNotFoundError:
             raise CorruptStoreError(
                 f"image {index} is missing: {path} does not exist (damaged, or the store was replaced)"
