@@ -10,7 +10,10 @@ from . import helpers
 
 try:
     from imgbench import cluster
-    from imgbench import convert as conv
+    try:
+        from imgbench.adapters import convert as conv
+    except ImportError:
+        from imgbench import convert as conv  # a commit from before the layered package
 except ImportError:  # a commit from before parallel conversion
     cluster = None
 
@@ -30,7 +33,7 @@ class ConvertFolder:
     of ``workers`` processes (``setup``; the conversion gets its address, as
     ``--scheduler`` does), the page cache (files read once first), and one
     untimed conversion that imports everything in the workers. Timed:
-    ``imgbench.convert`` end to end (connecting to the cluster, listing the
+    ``imgbench.adapters.convert`` end to end (connecting to the cluster, listing the
     folder, decoding, writing and publishing the shards, the manifest). The
     figure is images per second over the median of ``REPEAT`` conversions, each
     into a fresh directory after an ``os.sync()``.

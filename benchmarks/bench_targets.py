@@ -1,15 +1,15 @@
-"""DESIGN.md's performance targets, tracked across commits as ratios to a raw bound.
+"""The performance targets of docs/design.md, tracked across commits as ratios to a raw bound.
 
 Each ``track_`` benchmark runs one target's measurement in-process with
-:mod:`imgbench.targets` (the code behind ``imgbench targets``): the backend and its
+:mod:`imgbench.measure.targets` (the code behind ``imgbench targets``): the backend and its
 reference timed back to back on the same images, medians of interleaved repeats.
 A ratio is a noise-resistant signal: a uniformly slower machine leaves it alone.
 The ``time_`` benchmarks time the references themselves (and the ``store[i]``
 loop), so a moved ratio can be traced to the numerator or the denominator.
 
-Sizes: 10,000 CIFAR-shaped images (DESIGN.md's reference set) and a
+Sizes: 10,000 CIFAR-shaped images (the reference set of docs/design.md) and a
 100,000-image store for random reads (20,000 under ``ASV_SKIP_SLOW=1``; tiny
-under ``IMGBENCH_ASV_SMOKE=1``). Commits without :mod:`imgbench.targets` show n/a.
+under ``IMGBENCH_ASV_SMOKE=1``). Commits without :mod:`imgbench.measure.targets` show n/a.
 """
 
 import os
@@ -22,9 +22,12 @@ import imgbench
 from . import helpers
 
 try:
-    from imgbench import targets
-except ImportError:  # a commit from before `imgbench targets`
-    targets = None
+    from imgbench.measure import targets
+except ImportError:
+    try:
+        from imgbench import targets  # a commit from before the layered package
+    except ImportError:  # a commit from before `imgbench targets`
+        targets = None
 
 SHAPE = "32x32x3"
 COUNT = 50 if helpers.SMOKE else 10_000
@@ -55,14 +58,14 @@ class _TargetStores:
 
     def _setup(self, paths):
         if targets is None or paths is None:
-            raise NotImplementedError("imgbench.targets does not exist in this commit")
+            raise NotImplementedError("imgbench.measure.targets does not exist in this commit")
         self.paths = {k: Path(v) for k, v in paths.items()}
         self.images = helpers.images(SHAPE, COUNT)
         self.indices = targets.random_indices(RANDOM_STORE, RANDOM_READS)
 
 
 class Targets(_TargetStores):
-    """One benchmark per DESIGN.md target, returning the figure the target bounds.
+    """One benchmark per target of docs/design.md, returning the figure the target bounds.
 
     Isolated: image generation, building the read stores (``setup_cache``), the
     temporary directory for writes. Inside each call, as in ``imgbench targets``:
@@ -188,7 +191,7 @@ class TargetWriteReference:
 
     def setup(self):
         if targets is None:
-            raise NotImplementedError("imgbench.targets does not exist in this commit")
+            raise NotImplementedError("imgbench.measure.targets does not exist in this commit")
         self.images = helpers.images(SHAPE, COUNT)
         self.tmp = helpers.fresh_dir()
         self.path = Path(self.tmp) / "raw.npy"

@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from imgbench import __version__
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run
+    from imgbench.measure.demo import run
 
     rows = run(Path(args.out), count=args.count, dataset=args.dataset)
     print(f"{args.count} built-in '{args.dataset}' images, written and read back by every backend (in {args.out}):")
@@ -25,7 +25,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .integrity import describe
+    from imgbench.adapters.integrity import describe
 
     info = describe(args.path)
     if args.json:
@@ -40,7 +40,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .integrity import verify
+    from imgbench.adapters.integrity import verify
 
     report = verify(args.path, progress=not args.quiet, isolate=True)
     for problem in report.problems:
@@ -57,7 +57,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from . import compare, report
+    from imgbench.measure import compare
+    from imgbench.present import report
 
     plan = compare.make_plan(
         out=args.out, source=args.source, datasets_=args.datasets, counts=args.counts, backends=args.backends,
@@ -76,7 +77,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from . import convert, report
+    from imgbench.adapters import convert
+    from imgbench.present import report
 
     with report.file_progress("converting", enabled=not args.quiet) as (set_total, advance):
         done = convert.convert(
@@ -93,7 +95,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from .dashboard import build
+    from imgbench.present.dashboard import build
 
     build(Path(args.out), Path(args.results) if args.results else None,
           config=args.config, serve=args.serve, port=args.port)
@@ -101,7 +103,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
-    from . import targets
+    from imgbench.measure import targets
 
     cfg = targets.make_config(quick=args.quick, repeat=args.repeat, cold=args.cold, workdir=args.dir,
                               tiny=args.tiny)
@@ -118,11 +120,11 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
 
 def _cmd_png_levels(args: argparse.Namespace) -> int:
-    from . import readme, tradeoff
+    from imgbench.measure import sections, tradeoff
 
     counts = {"cifar": 100, "ct": 1} if args.quick else None
     if args.readme:
-        readme.parts(args.readme, tradeoff.README_SECTION, "imgbench png-levels")  # fail now, not after measuring
+        sections.parts(args.readme, tradeoff.README_SECTION, "imgbench png-levels")  # fail now, not after measuring
     levels, threads = tradeoff.measure(counts=counts, repeat=args.repeat,
                                        progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
     print(tradeoff.markdown(levels, threads))
@@ -137,8 +139,8 @@ def _cmd_png_levels(args: argparse.Namespace) -> int:
 
 
 def _size(text: str) -> int:
-    from .convert import parse_size
-    from .errors import UnsupportedError
+    from imgbench.adapters.convert import parse_size
+    from imgbench.core.errors import UnsupportedError
 
     try:
         return parse_size(text)
@@ -228,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tgt = sub.add_parser(
         "targets",
-        help="measure DESIGN.md's performance targets as ratios to a raw .npy bound; exit 1 if any fails",
+        help="measure the performance targets of docs/design.md as ratios to a raw .npy bound; exit 1 if any fails",
         description="Measure every performance target (hdf5/lmdb read all and write against raw .npy, disk png "
         "against a 1-thread Pillow loop, random-read latency of lmdb/hdf5) in one process, on the same images, "
         "as medians of interleaved repeats. Stores go under --dir (default: $TMPDIR): results depend on that disk.",
@@ -273,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import ImgbenchError
+    from imgbench.core.errors import ImgbenchError
 
     args = build_parser().parse_args(argv)
     args.argv = argv

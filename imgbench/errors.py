@@ -1,59 +1,7 @@
-"""Error classes of the public contract.
+"""Public name of :mod:`imgbench.core.errors` (code outside this repository imports it)."""
 
-Each error also derives from the builtin a caller would naturally catch
-(``ValueError`` for bad arguments, ``FileExistsError``/``FileNotFoundError`` for
-paths), so code written without imgbench in mind still handles them.
-"""
+import sys
 
-from __future__ import annotations
+from imgbench.core import errors as _errors
 
-
-class ImgbenchError(Exception):
-    """Base class of every error imgbench raises on purpose."""
-
-
-class InvalidImageError(ImgbenchError, ValueError):
-    """An image, batch or label cannot be stored: bad shape, dtype or label count."""
-
-
-class UnsupportedError(ImgbenchError, ValueError):
-    """A backend, compression, level, option or dtype/codec pair that is not supported."""
-
-
-class StoreExistsError(ImgbenchError, FileExistsError):
-    """Something already exists where a new store was to be created."""
-
-
-class StoreNotFoundError(ImgbenchError, FileNotFoundError):
-    """No store at the given path."""
-
-
-class CorruptStoreError(ImgbenchError):
-    """The store is damaged, truncated, or holds data imgbench does not recognise."""
-
-
-class FormatVersionError(CorruptStoreError, UnsupportedError):
-    """The store was written by a newer imgbench format version than this one reads."""
-
-
-class StoreLockedError(ImgbenchError):
-    """Another process holds the store for writing."""
-
-
-class RemoteAccessError(ImgbenchError):
-    """Reading a URL failed for a reason outside the store: the server is unreachable, refused the
-    credentials or failed. Never damage: a sharded reader or ``imgbench verify`` must not call the data
-    corrupt because the network is down."""
-
-
-__all__ = [
-    "ImgbenchError",
-    "InvalidImageError",
-    "UnsupportedError",
-    "StoreExistsError",
-    "StoreNotFoundError",
-    "CorruptStoreError",
-    "FormatVersionError",
-    "StoreLockedError",
-    "RemoteAccessError",
-]
+sys.modules[__name__] = _errors

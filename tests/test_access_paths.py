@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import imgbench
-from imgbench.errors import CorruptStoreError, UnsupportedError
+from imgbench.core.errors import CorruptStoreError, UnsupportedError
 from imgbench.storage.hdf5 import _ChunkTable
 
 from .conftest import sample
@@ -128,7 +128,7 @@ def test_lmdb_large_first_write_fits_a_small_initial_map(tmp_path):
 
 def test_commit_records_are_as_readable_as_other_files(tmp_path):
     """A record written through a private temp file still gets the usual permissions (umask)."""
-    from imgbench import atomic
+    from imgbench.core import atomic
 
     old = os.umask(0o022)
     try:
@@ -146,7 +146,7 @@ def test_few_large_items_are_spread_over_threads():
     import threading
     import time
 
-    from imgbench import parallel
+    from imgbench.core import parallel
 
     seen: set[int] = set()
     parallel.map_items(lambda x: (seen.add(threading.get_ident()), time.sleep(0.01)), list(range(16)), threads=2)

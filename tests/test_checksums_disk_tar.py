@@ -23,13 +23,23 @@ import pytest
 import xxhash
 
 import imgbench
-from imgbench import checksum
-from imgbench.integrity import verify
+from imgbench.adapters.integrity import verify
+from imgbench.core import checksum
 from imgbench.storage import registry
 from imgbench.storage.disk import SIDECAR, DiskStore
-from imgbench.storage.tar import CHECKSUM, COMMIT, INDEX, INDEX_COLUMNS, OFFSET, SHARD, SIZE, TarStore, member_header
+from imgbench.storage.tar import (
+    CHECKSUM,
+    COMMIT,
+    INDEX,
+    INDEX_COLUMNS,
+    OFFSET,
+    SHARD,
+    SIZE,
+    TarStore,
+    member_header,
+)
 
-from .conftest import sample, same
+from .conftest import same, sample
 
 CONFIGS = [(b, c) for b in ("disk", "tar") for c in registry.get(b).compressions]
 NCOL = len(INDEX_COLUMNS)
@@ -307,10 +317,10 @@ def test_killed_appender_leaves_old_images_with_their_digests(tmp_path, cfg):
     build(path, cfg, batch)
     killed = textwrap.dedent(
         """
-        import os, sys, numpy as np, imgbench, imgbench.atomic
+        import os, sys, numpy as np, imgbench, imgbench.core.atomic
         s = imgbench.open(sys.argv[1], "a")
         s.extend(np.full((3, 16, 16, 3), 9, np.uint8), labels=np.zeros(3, int))
-        imgbench.atomic.write_file = lambda *a, **k: os._exit(0)  # killed just before the commit record
+        imgbench.core.atomic.write_file = lambda *a, **k: os._exit(0)  # killed just before the commit record
         s.close()
         """
     )

@@ -18,9 +18,9 @@ import xxhash
 import zarr
 
 import imgbench
-from imgbench import checksum
+from imgbench.adapters.integrity import verify
 from imgbench.cli import main
-from imgbench.integrity import verify
+from imgbench.core import checksum
 from imgbench.storage.hdf5 import HDF5Store
 from imgbench.storage.zarr import ZarrStore
 

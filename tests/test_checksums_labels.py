@@ -21,9 +21,9 @@ import pytest
 import zarr
 
 import imgbench
-from imgbench import checksum
+from imgbench.adapters.integrity import verify
 from imgbench.cli import main
-from imgbench.integrity import verify
+from imgbench.core import checksum
 from imgbench.storage import npy
 from imgbench.storage import tar as tar_backend
 from imgbench.storage.disk import SIDECAR

@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 
 import imgbench
-from imgbench import checksum, integrity
+from imgbench.adapters import integrity
 from imgbench.cli import main
+from imgbench.core import checksum
 from imgbench.storage import lmdb as lmdb_backend
 from imgbench.storage import npy, registry
 
-from .conftest import sample, same
+from .conftest import same, sample
 
 CONFIGS = [("lmdb", "none"), ("lmdb", "png"), ("lmdb", "zstd"), ("npy", "none")]
 IDS = [f"{b}-{c}" for b, c in CONFIGS]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import imgbench
-from imgbench import compare, datasets
+from imgbench import datasets
 from imgbench.cli import main
+from imgbench.measure import compare
 from imgbench.storage import registry
 
 

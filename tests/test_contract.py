@@ -1,4 +1,4 @@
-"""The public API of DESIGN.md, line by line, on every backend and compression."""
+"""The public API of docs/design.md, line by line, on every backend and compression."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import imgbench
 from imgbench.storage import registry
 
-from .conftest import BACKENDS, dtypes_for, sample, same, store_path
+from .conftest import BACKENDS, dtypes_for, same, sample, store_path
 
 SHAPES = [(7, 5), (7, 5, 1), (6, 9, 2), (8, 4, 3), (5, 5, 4), (1, 1), (1, 13, 3)]
 

@@ -12,8 +12,8 @@ import pytest
 import tifffile
 
 import imgbench
-from imgbench import convert as conv
-from imgbench import sources
+from imgbench.adapters import convert as conv
+from imgbench.adapters import sources
 from imgbench.cli import main
 
 RNG = np.random.default_rng(99)

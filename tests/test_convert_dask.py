@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import imagecodecs
 import numpy as np
@@ -26,7 +25,7 @@ import tifffile
 
 import imgbench
 from imgbench import cluster, sharded
-from imgbench import convert as conv
+from imgbench.adapters import convert as conv
 from imgbench.cli import main
 
 CLASSES = ("cats", "dogs", "eels")

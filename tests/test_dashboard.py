@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imgbench import asv_compare_view, dashboard
+from imgbench.present import asv_compare_view, dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"

@@ -1,4 +1,4 @@
-"""Every bad input of DESIGN.md gets a clear error, and the store is unchanged afterwards."""
+"""Every bad input of docs/design.md gets a clear error, and the store is unchanged afterwards."""
 
 from __future__ import annotations
 

@@ -586,7 +586,7 @@ def test_lmdb_lying_count_is_refused_before_labels_loop_over_it(tmp_path, count)
 @pytest.mark.parametrize("shape", [[100_000, 100_000, 3], [48, 16]], ids=["huge", "same-bytes"])
 def test_lmdb_uniform_shape_that_disagrees_with_the_images_is_refused_at_open(tmp_path, shape, capsys):
     """Found from outside the repo: s[i] read fine, read_many failed, and `imgbench verify` said ok."""
-    from imgbench.integrity import verify
+    from imgbench.adapters.integrity import verify
 
     path = build(tmp_path, "lmdb", "none")
     _lmdb_meta(path, lambda m: m.update(uniform={"shape": shape, "dtype": "|u1"}))
@@ -608,7 +608,7 @@ def test_disk_sidecar_with_a_lying_count_is_refused_at_open(tmp_path, count):
 
 def test_tar_member_renamed_outside_the_store_is_damage_when_verifying(tmp_path):
     """Readers use the index, not names; but webdataset/tar tools use names: a verified read must refuse."""
-    from imgbench.integrity import verify
+    from imgbench.adapters.integrity import verify
     from imgbench.storage.tar import member_header
 
     path = build(tmp_path, "tar", "none")

@@ -7,8 +7,8 @@ import json
 import numpy as np
 
 import imgbench
+from imgbench.adapters.integrity import describe, verify
 from imgbench.cli import main
-from imgbench.integrity import describe, verify
 
 
 def make(tmp_path, backend="disk"):
@@ -66,7 +66,7 @@ def test_verify_survives_a_store_that_crashes_its_reader(tmp_path):
     import numpy as np
 
     import imgbench
-    from imgbench.integrity import verify
+    from imgbench.adapters.integrity import verify
 
     from .test_reliability_fuzz import lmdb_leaf_pages
 

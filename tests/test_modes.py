@@ -9,7 +9,7 @@ import pytest
 
 import imgbench
 
-from .conftest import sample, same, snapshot, store_path
+from .conftest import same, sample, snapshot, store_path
 
 
 def make(path, backend, n=5, seed=0, labels=True, **kw):

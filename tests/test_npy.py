@@ -20,7 +20,7 @@ import xxhash
 import imgbench
 from imgbench.storage import npy, registry
 
-from .conftest import sample, same
+from .conftest import same, sample
 
 RAGGED = [
     sample((7, 5), np.uint8, 0),

@@ -14,8 +14,9 @@ import statistics
 import numpy as np
 import pytest
 
-from imgbench import compare, parallel_read, sharded
+from imgbench import parallel_read, sharded
 from imgbench.cli import main
+from imgbench.measure import compare
 
 
 def corrupt_second_half(path: str, start: int, stop: int):

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from imgbench import compare, report
+from imgbench.measure import compare
+from imgbench.present import report
 
 
 def fake_run(backend, compression, count, write, read, random, allocated, files=2, exact=True):

@@ -19,11 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import imgbench
-from imgbench import sharded
+from imgbench import api, sharded
+from imgbench.sharded import dataset as sharded_dataset
 from imgbench.cli import main
 from imgbench.storage import registry
 
-from .conftest import forked_results, sample, same, snapshot
+from .conftest import forked_results, same, sample, snapshot
 
 #: inner backends the contract runs on (fast ones); the round trip runs on every backend
 INNER = ["lmdb", "npy", "zarr"]
@@ -196,7 +197,7 @@ def test_no_limit_means_a_plain_store(tmp_path):
     assert not sharded.detect(tmp_path / "p.lmdb")
     assert registry.detect(tmp_path / "p.lmdb").name == "lmdb"
     make(tmp_path / "ds")
-    assert registry.detect(tmp_path / "ds") is sharded.ShardedStore and sharded.ShardedStore.detect(tmp_path / "ds")
+    assert api.detect(tmp_path / "ds") is sharded.ShardedStore and sharded.ShardedStore.detect(tmp_path / "ds")
 
 
 def test_empty_dataset(tmp_path):
@@ -264,7 +265,7 @@ def _child_sum(store, queue):
 
 
 def test_many_shards_reader_keeps_few_open(tmp_path, monkeypatch):
-    monkeypatch.setattr(sharded, "MAX_OPEN_SHARDS", 3)
+    monkeypatch.setattr(sharded_dataset, "MAX_OPEN_SHARDS", 3)
     path = tmp_path / "ds"
     batch = make(path, "npy", n=40, per=2)
     with imgbench.open(path) as s:

@@ -8,7 +8,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from imgbench import StoreNotFoundError, sources
+from imgbench import StoreNotFoundError
+from imgbench.adapters import sources
 
 RNG = np.random.default_rng(1234)
 

@@ -19,7 +19,7 @@ import imgbench
 from imgbench.storage import registry
 from imgbench.storage.tar import COMMIT, INDEX, INDEX_COLUMNS, TarStore, member_header
 
-from .conftest import sample, same
+from .conftest import same, sample
 
 wds = pytest.importorskip("webdataset")
 
@@ -195,10 +195,10 @@ def test_append_writes_new_shards_and_never_touches_old_ones(tmp_path):
 
 KILLED_APPENDER = textwrap.dedent(
     """
-    import os, sys, numpy as np, imgbench, imgbench.atomic
+    import os, sys, numpy as np, imgbench, imgbench.core.atomic
     s = imgbench.open(sys.argv[1], "a")
     s.extend(np.full((6, 16, 16, 3), 9, np.uint8), labels=np.zeros(6, int))
-    imgbench.atomic.write_file = lambda *a, **k: os._exit(0)  # killed just before the commit record
+    imgbench.core.atomic.write_file = lambda *a, **k: os._exit(0)  # killed just before the commit record
     s.close()
     """
 )

@@ -8,10 +8,10 @@ import statistics
 
 import pytest
 
-from imgbench import targets
 from imgbench.cli import main
+from imgbench.measure import targets
 
-#: every gated target of DESIGN.md's table: (row key, dataset)
+#: every gated target of the table in docs/design.md: (row key, dataset)
 GATED = {
     (f"{b}_{op}", d) for b in ("hdf5", "lmdb") for op in ("read_all", "write") for d in ("cifar", "cifar-large", "ct")
 } | {("disk_png_read_all", d) for d in ("cifar", "cifar-large", "ct")} | {(f"{b}_random_loop", "cifar") for b in ("hdf5", "lmdb")}

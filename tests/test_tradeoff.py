@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from imgbench import cli, codecs, datasets, tradeoff
+from imgbench import cli, datasets
+from imgbench.core import codecs
+from imgbench.measure import tradeoff
 
 
 def test_levels_and_threads_are_measured_on_real_encodings(tmp_path):
@@ -31,9 +33,9 @@ def test_cli_writes_table_plot_and_json(tmp_path, capsys):
 
 
 def test_cli_writes_the_tables_into_the_readme(tmp_path, capsys):
-    from imgbench import readme, tradeoff
+    from imgbench.measure import sections, tradeoff
 
-    begin, end = readme.markers(tradeoff.README_SECTION, "imgbench png-levels")
+    begin, end = sections.markers(tradeoff.README_SECTION, "imgbench png-levels")
     path = tmp_path / "README.md"
     path.write_text(f"intro\n{begin}\nold table\n{end}\nrest\n")
     assert cli.main(["png-levels", "--quick", "--repeat", "1", "-q", "--readme", str(path)]) == 0

@@ -12,7 +12,7 @@ import zarr
 import imgbench
 from imgbench.storage import zarr as zarr_backend
 
-from .conftest import sample, same, snapshot
+from .conftest import same, sample, snapshot
 
 COMPRESSIONS = ["none", "zstd", "blosc"]
 

@@ -40,10 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import atomic, checksum, codecs, ownfiles, parallel
-from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
-from ..images import DTYPE_CODES, dtype_from_code
-from ..store import Store, stack_if_uniform
+from imgbench.core import atomic, checksum, codecs, ownfiles, parallel
+from imgbench.core.errors import CorruptStoreError, ImgbenchError, UnsupportedError
+from imgbench.core.images import DTYPE_CODES, dtype_from_code
+from imgbench.core.store import Store, stack_if_uniform
 
 SIDECAR = "imgbench.json"
 _MAX_SIDECAR_BYTES = 1 << 30

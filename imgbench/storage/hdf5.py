@@ -53,11 +53,11 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from .. import atomic, checksum
-from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
-from ..images import DTYPE_CODES, dtype_from_code
-from ..remote import RemoteStore
-from ..store import Store, stack_if_uniform
+from imgbench.core import atomic, checksum
+from imgbench.core.errors import CorruptStoreError, ImgbenchError, UnsupportedError
+from imgbench.core.images import DTYPE_CODES, dtype_from_code
+from imgbench.core.store import Store, stack_if_uniform
+from imgbench.core.transport import RemoteStore
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _LEVELS = {"none": None, "gzip": (0, 9, 4), "lzf": None, "zstd": (1, 22, 3)}

@@ -42,10 +42,10 @@ from typing import Any
 import lmdb
 import numpy as np
 
-from .. import codecs, parallel
-from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
-from ..images import DTYPE_IDS, dtype_from_id
-from ..store import Store
+from imgbench.core import codecs, parallel
+from imgbench.core.errors import CorruptStoreError, ImgbenchError, UnsupportedError
+from imgbench.core.images import DTYPE_IDS, dtype_from_code, dtype_from_id
+from imgbench.core.store import Store, stack_if_uniform
 
 META_KEY = b"~imgbench/meta"
 LABELS_PREFIX = b"~imgbench/labels/"
@@ -217,8 +217,6 @@ class LMDBStore(Store):
             raise CorruptStoreError(f"{self.path}: imgbench metadata is not valid JSON ({exc})") from None
         uniform = meta.get("uniform") if isinstance(meta, dict) else None
         if uniform:
-            from ..images import dtype_from_code
-
             try:
                 self._uniform = (tuple(int(d) for d in uniform["shape"]), dtype_from_code(uniform["dtype"]))
             except (KeyError, TypeError, ValueError):
@@ -628,7 +626,6 @@ class LMDBStore(Store):
                 values = [(i, bytes(get(_key(i)) or b"")) for i in indices.tolist()]
         if self.compression != "none":
             images = parallel.map_items(lambda iv: self._decode(iv[1] or None, iv[0]), values, self.options["threads"])
-        from ..store import stack_if_uniform
 
         return stack_if_uniform(images)
 
@@ -702,7 +699,6 @@ class LMDBStore(Store):
                 lambda s, e: [self._decode(raw[i], i) for i in range(s, e)], n, self.options["threads"]
             )
             images = [im for part in parts for im in part]
-        from ..store import stack_if_uniform
 
         return stack_if_uniform(images)
 

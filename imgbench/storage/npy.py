@@ -54,10 +54,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import atomic, ownfiles
-from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
-from ..images import DTYPE_CODES, DTYPE_IDS, dtype_from_code, dtype_from_id
-from ..store import Store, check_meta, stack_if_uniform
+from imgbench.core import atomic, ownfiles
+from imgbench.core.errors import CorruptStoreError, ImgbenchError, UnsupportedError
+from imgbench.core.images import DTYPE_CODES, DTYPE_IDS, dtype_from_code, dtype_from_id
+from imgbench.core.store import Store, check_meta, stack_if_uniform
 
 COMMIT = "imgbench-npy.json"
 DATA = "data.bin"

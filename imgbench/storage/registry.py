@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..errors import CorruptStoreError, UnsupportedError
+from imgbench.core.errors import CorruptStoreError, UnsupportedError
 
 #: name -> ("module:Class", file suffixes that imply this backend)
 _BACKENDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -44,6 +44,11 @@ def get(name: str) -> type:
     return _loaded[name]
 
 
+def suffixes(name: str) -> tuple[str, ...]:
+    """The file suffixes that name backend ``name`` (empty for an unknown name)."""
+    return _BACKENDS[name][1] if name in _BACKENDS else ()
+
+
 def from_suffix(path: Path) -> type:
     """The backend a new store's suffix names, e.g. ``.lmdb``; error when it names none."""
     suffix = path.suffix.lower()
@@ -58,11 +63,8 @@ def from_suffix(path: Path) -> type:
 
 
 def detect(path: Path) -> type:
-    """The backend of the existing store at ``path``; CorruptStoreError when none recognises it."""
-    from .. import sharded
-
-    if sharded.detect(path):  # a sharded dataset: a directory of shard stores plus a manifest
-        return sharded.ShardedStore
+    """The backend of the existing store at ``path``; CorruptStoreError when none recognises it.
+    (Sharded datasets are recognised above this layer, by :func:`imgbench.api.detect`.)"""
     for name in backends():
         cls = get(name)
         if cls.detect(path):

@@ -53,12 +53,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import atomic, codecs, ownfiles, parallel
-from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
-from ..images import DTYPE_IDS, SUPPORTED_DTYPES
-from ..remote import RemoteStore
-from ..store import Store, check_meta, stack_if_uniform
-from .disk import _npy_decode
+from imgbench.core import atomic, codecs, ownfiles, parallel
+from imgbench.core.errors import CorruptStoreError, ImgbenchError, UnsupportedError
+from imgbench.core.images import DTYPE_IDS, SUPPORTED_DTYPES
+from imgbench.core.store import Store, check_meta, stack_if_uniform
+from imgbench.core.transport import RemoteStore
+from imgbench.storage.disk import _npy_decode
 
 COMMIT = "imgbench-tar.json"
 INDEX = "imgbench-tar.index"

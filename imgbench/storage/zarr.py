@@ -110,11 +110,11 @@ from zarr.core.sync import sync as _zsync
 from zarr.registry import register_codec
 from zarr.storage import FsspecStore, LocalStore
 
-from .. import atomic, checksum, ownfiles
-from ..errors import CorruptStoreError, ImgbenchError, UnsupportedError
-from ..images import DTYPE_CODES, DTYPE_IDS, dtype_from_code, dtype_from_id
-from ..remote import RemoteStore
-from ..store import Store, check_meta, stack_if_uniform
+from imgbench.core import atomic, checksum, ownfiles
+from imgbench.core.errors import CorruptStoreError, ImgbenchError, UnsupportedError
+from imgbench.core.images import DTYPE_CODES, DTYPE_IDS, dtype_from_code, dtype_from_id
+from imgbench.core.store import Store, check_meta, stack_if_uniform
+from imgbench.core.transport import RemoteStore
 
 T = TypeVar("T")
 

@@ -9,9 +9,9 @@ checks the round trip; ``.ci/perf`` runs them for real.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import functools
 import os
-import ctypes.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImgbenchError, StoreNotFoundError
+from imgbench.core.errors import ImgbenchError, StoreNotFoundError
 
 #: file suffix (lower case) -> kind
 SUFFIXES: dict[str, str] = {

@@ -7,10 +7,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import remote
-from .errors import CorruptStoreError
-from .measure import disk_usage
-from .store import open as open_store
+from imgbench.api import open as open_store
+from imgbench.core import errors, transport
+from imgbench.core.errors import CorruptStoreError
+from imgbench.core.usage import disk_usage
 
 
 def describe(path: str | os.PathLike) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "classes": int(len(set(labels.tolist()))) if labels is not None else 0,
             "attrs": store.attrs.to_dict(),
             **({"shards": store.shards} if hasattr(store, "shards") else {}),  # a sharded dataset
-            "disk": remote.usage(path) if remote.is_url(path) else disk_usage(path),
+            "disk": transport.usage(path) if transport.is_url(path) else disk_usage(path),
         }
 
 
@@ -121,7 +121,7 @@ def _verify_isolated(path: str | os.PathLike, progress: bool) -> VerifyReport:
     start, crashes = 0, 0
     while True:
         child = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from imgbench.integrity import _child; _child(sys.argv[1], int(sys.argv[2]))",
+            [sys.executable, "-c", "import sys; from imgbench.adapters.integrity import _child; _child(sys.argv[1], int(sys.argv[2]))",
              os.fspath(path), str(start)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
@@ -129,8 +129,6 @@ def _verify_isolated(path: str | os.PathLike, progress: bool) -> VerifyReport:
         for line in child.stdout:
             event = json.loads(line)
             if "raise" in event:
-                from . import errors
-
                 child.wait()
                 cls = getattr(errors, event["raise"], errors.ImgbenchError)
                 raise cls(event["message"])
@@ -174,7 +172,6 @@ def _child(path: str, start: int) -> None:
     import json
     import sys
 
-    from . import errors
 
     try:
         for event in _verify_events(path, start):

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from imgbench.core.errors import CorruptStoreError
+
 T = TypeVar("T")
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -79,8 +81,6 @@ def decode_stacked(
     dtype, so metadata that lies about shapes is caught by the decoder's checks,
     not by a huge allocation; every other image must match image 0.
     """
-    from .errors import CorruptStoreError
-
     first = decode(0)
     out = np.empty((n, *first.shape), dtype=first.dtype)
     out[0] = first

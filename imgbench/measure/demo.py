@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import datasets
-from .measure import disk_usage
-from .storage.registry import backends, get
-from .store import open as open_store
+from imgbench.adapters import datasets
+from imgbench.api import open as open_store
+from imgbench.core.usage import disk_usage
+from imgbench.storage.registry import backends, get
 
 
 def run(out: Path, count: int = 2000, dataset: str = "cifar") -> list[dict]:

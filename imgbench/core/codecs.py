@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .errors import CorruptStoreError, UnsupportedError
+from imgbench.core.errors import CorruptStoreError, UnsupportedError
 
 _UNSIGNED = frozenset(np.dtype(d) for d in ("uint8", "uint16"))
 _ALL = frozenset(np.dtype(d) for d in ("uint8", "uint16", "int16", "float32"))

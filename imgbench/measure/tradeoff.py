@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from . import codecs, datasets, parallel, readme
+from imgbench.adapters import datasets
+from imgbench.core import codecs, parallel
+from imgbench.measure import sections
 
 #: built-in dataset -> images measured (enough for stable medians in seconds)
 DEFAULT_COUNTS = {"cifar": 2000, "ct": 16}
@@ -129,8 +131,8 @@ README_SECTION = "png levels table"
 
 
 def update_readme(path: str | os.PathLike, ran: str, level_rows: list[LevelRow], thread_rows: list[ThreadRow]) -> None:
-    """Write the two tables into ``path``'s png-levels section (see :mod:`imgbench.readme`)."""
-    readme.write_section(path, README_SECTION, "imgbench png-levels", ran, markdown(level_rows, thread_rows))
+    """Write the two tables into ``path``'s png-levels section (see :mod:`imgbench.measure.sections`)."""
+    sections.write_section(path, README_SECTION, "imgbench png-levels", ran, markdown(level_rows, thread_rows))
 
 
 def plot(level_rows: list[LevelRow], path: Path) -> Path:

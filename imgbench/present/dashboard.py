@@ -6,7 +6,7 @@ bootstrap, blueimp-md5 and stupid-table from public CDNs (and shows an error pag
 when they fail). Those libraries are vendored in ``imgbench/_vendor/asv_dashboard``
 (from the npm registry, with their licenses); they are copied to ``out/vendor/``
 and the tags are rewritten to point there. It also writes ``compare.html``, the
-backend-vs-backend page (:mod:`imgbench.asv_compare_view`), and links it from the
+backend-vs-backend page (:mod:`imgbench.present.asv_compare_view`), and links it from the
 dashboard's navigation bar.
 
 :func:`serve` serves a built dashboard with :mod:`http.server` bound to 127.0.0.1
@@ -26,12 +26,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import asv_compare_view
-from .errors import ImgbenchError
+from imgbench.core.errors import ImgbenchError
+from imgbench.present import asv_compare_view
 
 __all__ = ["build", "serve", "VENDOR_DIR", "DashboardError"]
 
-VENDOR_DIR = Path(__file__).resolve().parent / "_vendor" / "asv_dashboard"
+VENDOR_DIR = Path(__file__).resolve().parents[1] / "_vendor" / "asv_dashboard"
 
 #: CDN URL pattern (as in asv 0.6's index.html) -> vendored file
 _CDN_FILES: list[tuple[str, str]] = [

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import StoreNotFoundError
+from imgbench.core.errors import StoreNotFoundError
 
 
 def disk_usage(path: str | os.PathLike) -> dict[str, int]:

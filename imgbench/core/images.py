@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidImageError
+from imgbench.core.errors import CorruptStoreError, InvalidImageError
 
 #: dtypes every raw codec stores exactly; PNG takes only the unsigned ones.
 SUPPORTED_DTYPES: tuple[np.dtype, ...] = tuple(
@@ -29,8 +29,6 @@ _DTYPE_HINT = "use uint8, uint16, int16 or float32 (convert with image.astype(np
 
 def dtype_from_code(code: str) -> np.dtype:
     """Map a stored dtype string back to a dtype; unknown strings mean a damaged store."""
-    from .errors import CorruptStoreError
-
     try:
         return _BY_CODE[code]
     except (KeyError, TypeError):
@@ -38,8 +36,6 @@ def dtype_from_code(code: str) -> np.dtype:
 
 
 def dtype_from_id(ident: int) -> np.dtype:
-    from .errors import CorruptStoreError
-
     try:
         return _BY_ID[ident]
     except KeyError:

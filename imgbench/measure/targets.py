@@ -1,10 +1,10 @@
-"""DESIGN.md's performance targets, measured in one process as ratios to a raw bound.
+"""The performance targets of docs/design.md, measured in one process as ratios to a raw bound.
 
 ``imgbench targets`` runs this. Each target is a pair: an imgbench operation and
 the reference it is judged against, timed on the same images in the same run:
 
 - read all / write of ``hdf5`` and ``lmdb`` (compression ``none``) against one raw
-  ``.npy`` file (DESIGN.md's near-physical bound: ``np.save`` to write, ``np.load``
+  ``.npy`` file (the near-physical bound of docs/design.md: ``np.save`` to write, ``np.load``
   + copy into a preallocated array to read -- the definition tests/perf uses);
 - ``disk`` ``png`` read all against a single-threaded Pillow loop over the same
   PNG files (the target is a speed-up: the backend must use every core);
@@ -30,10 +30,10 @@ Method (why the figures can be trusted on a noisy shared machine):
   each timed write the previous copy is deleted and the filesystem synced.
 - Random reads run on a store opened before timing (per-image latency).
 - Cold figures (``cold=True``) evict the files from the page cache first
-  (:func:`imgbench.compare.evict`); a store is closed before eviction and
+  (:func:`imgbench.measure.compare.evict`); a store is closed before eviction and
   reopened after, because pages mapped by a process are not dropped.
 - glibc is told to keep freed memory for reuse during the run
-  (:func:`imgbench.compare.tune_allocator`): imgbench's ``read_many`` allocates
+  (:func:`imgbench.measure.compare.tune_allocator`): imgbench's ``read_many`` allocates
   its output, and first-touch page faults would otherwise dominate.
 """
 
@@ -54,17 +54,19 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic, datasets, readme
-from .compare import evict, machine_info, tune_allocator, versions
-from .errors import ImgbenchError
-from .store import open as open_store
+from imgbench.adapters import datasets
+from imgbench.api import open as open_store
+from imgbench.core import atomic
+from imgbench.core.errors import ImgbenchError
+from imgbench.measure import sections
+from imgbench.measure.compare import evict, machine_info, tune_allocator, versions
 
 #: schema of the JSON document; bump when its meaning changes
 TARGETS_VERSION = 1
 
 #: (operation, backend) -> (kind, threshold). kind "ratio": imgbench / reference <= threshold;
 #: "speedup": reference / imgbench >= threshold; "us": microseconds per image <= threshold.
-#: The same numbers as DESIGN.md's "Performance targets" table.
+#: The same numbers as the "Performance targets" table of docs/design.md.
 THRESHOLDS: dict[tuple[str, str], tuple[str, float]] = {
     ("read_all", "hdf5"): ("ratio", 1.3),
     ("read_all", "lmdb"): ("ratio", 3.0),
@@ -75,7 +77,7 @@ THRESHOLDS: dict[tuple[str, str], tuple[str, float]] = {
     ("random_loop", "hdf5"): ("us", 20.0),
 }
 
-#: datasets whose rows are gated. DESIGN.md states the targets on CIFAR-shaped images; the CT
+#: datasets whose rows are gated. docs/design.md states the targets on CIFAR-shaped images; the CT
 #: slices (few large images: per-image overheads vanish, bandwidth dominates) are held to the
 #: same numbers. Drop "ct" here to report CT rows without gating on them.
 GATED_DATASETS: tuple[str, ...] = ("cifar", "cifar-large", "ct")
@@ -577,7 +579,7 @@ def total_steps(cfg: Config) -> int:
 
 
 def run(cfg: Config, progress: Progress | None = None, command: Sequence[str] | None = None) -> dict[str, Any]:
-    """Measure every target of DESIGN.md's table; return the results document (see :func:`format_table`)."""
+    """Measure every target of the table in docs/design.md; return the results document (see :func:`format_table`)."""
     cfg.validate()
     step = progress or _quiet
     allocator = tune_allocator(True)
@@ -790,18 +792,18 @@ def format_table(doc: dict[str, Any], markdown: bool = False) -> str:
 
 
 README_SECTION = "targets table"
-README_BEGIN, README_END = readme.markers(README_SECTION, "imgbench targets")
+README_BEGIN, README_END = sections.markers(README_SECTION, "imgbench targets")
 
 
 def readme_parts(path: str | os.PathLike) -> tuple[str, str]:
     """The README text around the targets table (ReadmeError when its markers are missing)."""
-    return readme.parts(path, README_SECTION, "imgbench targets")
+    return sections.parts(path, README_SECTION, "imgbench targets")
 
 
 def update_readme(path: str | os.PathLike, doc: dict[str, Any]) -> None:
     """Write this run's markdown table into ``path``'s targets section, under the command that ran."""
     ran = " ".join(doc.get("command") or ["imgbench", "targets"])
-    readme.write_section(path, README_SECTION, "imgbench targets", ran, format_table(doc, markdown=True))
+    sections.write_section(path, README_SECTION, "imgbench targets", ran, format_table(doc, markdown=True))
 
 
 def exit_code(doc: dict[str, Any]) -> int:

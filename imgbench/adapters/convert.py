@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import sources
-from .errors import ImgbenchError, StoreNotFoundError, UnsupportedError
-from .storage import registry
-from .store import open as open_store
+from imgbench import api, sharded
+from imgbench.adapters import cluster, sources
+from imgbench.api import open as open_store
+from imgbench.core import atomic
+from imgbench.core.errors import ImgbenchError, StoreNotFoundError, UnsupportedError
+from imgbench.storage import registry
 
 #: images per batch when copying from a store
 BATCH = 256
@@ -39,14 +41,6 @@ class ConvertReport:
     @property
     def warnings(self) -> list[str]:
         return [f"skipped {n} file(s): {reason}" for reason, n in self.skipped.items()]
-
-
-def _is_store(path: Path) -> bool:
-    try:
-        registry.detect(path)
-        return True
-    except ImgbenchError:
-        return False
 
 
 def _read_files(
@@ -121,7 +115,7 @@ def convert(
     tick = progress or (lambda k: None)
     mode = "w" if overwrite else "x"
     report = ConvertReport(dst=dst_path)
-    if _is_store(src_path):
+    if api.is_store(src_path):
         with open_store(src_path) as source:
             n = len(source)
             if total:
@@ -203,8 +197,6 @@ def convert_shard(task: dict[str, Any], tick: Callable[[int], None] | None = Non
     (:func:`imgbench.sharded.write_shard`): running a task twice (a Dask retry)
     leaves the same single shard. Returns ``{"name", "images", "skipped"}``.
     """
-    from . import sharded
-
     skipped: Counter = Counter()
     step = tick or (lambda k: None)
 
@@ -260,8 +252,6 @@ def convert_sharded(
     directory and renamed to ``dst`` after the manifest: an interrupted
     conversion leaves no dataset.
     """
-    from . import atomic, cluster, sharded
-
     src_path = Path(os.fspath(src)).expanduser().resolve()
     dst_path = Path(os.fspath(dst)).expanduser()
     parallel = workers is not None or scheduler is not None
@@ -273,11 +263,13 @@ def convert_sharded(
     report = ConvertReport(dst=dst_path)
     common = {"backend": backend, "compression": compression, "level": level}
 
-    from_store = _is_store(src_path)
+    from_store = api.is_store(src_path)
     if from_store and "bytes" in limit:
         raise UnsupportedError(
             "bytes per shard is measured on source files; for a store source give --images-per-shard or --shards"
         )
+    if overwrite:
+        api.check_replaceable(dst_path)
     tmp = sharded.prepare(dst_path, "w" if overwrite else "x")
     try:
         if from_store:

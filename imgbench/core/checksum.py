@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import CorruptStoreError
+from imgbench.core.errors import CorruptStoreError
 
 #: name recorded in each store's metadata; a store without it has no checksums
 ALGORITHM = "xxh3_64"

@@ -50,12 +50,13 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, datasets
-from .errors import ImgbenchError, UnsupportedError
-from .measure import disk_usage
-from .storage import registry
-from .storage.registry import backends as all_backends
-from .store import open as open_store
+from imgbench import __version__
+from imgbench.adapters import datasets
+from imgbench.api import open as open_store
+from imgbench.core.errors import ImgbenchError, UnsupportedError
+from imgbench.core.usage import disk_usage
+from imgbench.storage import registry
+from imgbench.storage.registry import backends as all_backends
 
 #: schema of results.json; bump when its meaning changes
 RESULTS_VERSION = 1
@@ -150,7 +151,7 @@ class Plan:
 
     def steps(self) -> int:
         """Progress units: one per pass (warm-up + repeats) of each cell, plus the parallel reads."""
-        from . import parallel_read
+        from imgbench.measure import parallel_read
 
         cells = sum(len(d.counts) for d in self.datasets) * len(self.settings)
         return cells * (self.repeats + 1) + parallel_read.steps(
@@ -274,8 +275,8 @@ def builtin_dataset(
 
 
 def source_dataset(folder: str | os.PathLike, counts: Sequence[int] | None = None, *, quick: bool = False) -> Dataset:
-    """The user's own images from ``folder`` (see :mod:`imgbench.sources`)."""
-    from . import sources
+    """The user's own images from ``folder`` (see :mod:`imgbench.adapters.sources`)."""
+    from imgbench.adapters import sources
 
     budget = QUICK_BUDGET if quick else SOURCE_BUDGET
     max_count = QUICK_MAX_COUNT if quick else MAX_DEFAULT_COUNT
@@ -454,7 +455,7 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
         raise CompareError("--repeats must be at least 1")
     if plan.cache not in ("warm", "cold"):
         raise CompareError(f"--cache is 'warm' or 'cold', not {plan.cache!r}")
-    from . import parallel_read
+    from imgbench.measure import parallel_read
 
     allocator = tune_allocator(True)
     started = _dt.datetime.now(_dt.timezone.utc)
@@ -697,7 +698,7 @@ def make_plan(
     Stores are written under ``workdir`` (default: ``out``), i.e. on the disk
     the user chose.
     """
-    from . import parallel_read
+    from imgbench.measure import parallel_read
 
     if repeats is not None and repeats < 1:
         raise CompareError(f"--repeats must be at least 1, got {repeats}")
@@ -737,7 +738,7 @@ def make_plan(
 
 def all_exact(results: dict[str, Any]) -> bool:
     """True when every measured run (and every parallel read) read back exactly what it wrote."""
-    from . import parallel_read
+    from imgbench.measure import parallel_read
 
     return all(r["exact"] for r in results["runs"] if r["status"] == "ok") and parallel_read.all_exact(
         results.get("parallel_read"))

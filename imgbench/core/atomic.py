@@ -21,7 +21,7 @@ import struct
 import tempfile
 from pathlib import Path
 
-from .errors import StoreExistsError, StoreLockedError
+from imgbench.core.errors import StoreExistsError, StoreLockedError
 
 TMP_MARK = ".imgbench-tmp-"
 _RENAME_NOREPLACE = 1

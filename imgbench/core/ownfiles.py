@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import CorruptStoreError
+from imgbench.core.errors import CorruptStoreError
 
 #: read-only, not following a final symlink, not blocking on a FIFO, not inherited by children
 OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK

@@ -1,6 +1,6 @@
 """Presenting a comparison: terminal tables, progress bar, plots, recommendation, report.html.
 
-Everything here reads the results document made by :func:`imgbench.compare.run`
+Everything here reads the results document made by :func:`imgbench.measure.compare.run`
 (the same one saved as results.json), so a report can be rebuilt from a saved
 file. The HTML report is one self-contained file: plots are inline SVG drawn by
 matplotlib's Agg/SVG backend, styles inline, no scripts and no network.

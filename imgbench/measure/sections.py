@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import atomic
-from .errors import ImgbenchError
+from imgbench.core import atomic
+from imgbench.core.errors import ImgbenchError
 
 
 class ReadmeError(ImgbenchError):

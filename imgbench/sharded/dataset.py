@@ -43,16 +43,17 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic, checksum, remote
-from .errors import (
+from imgbench.core import atomic, checksum, transport
+from imgbench.core.errors import (
     CorruptStoreError,
     FormatVersionError,
     ImgbenchError,
     InvalidImageError,
     UnsupportedError,
 )
-from .remote import URL, RemoteStore
-from .store import Attrs, Store, claim_new, stack_if_uniform
+from imgbench.core.store import Attrs, Store, claim_new, stack_if_uniform
+from imgbench.core.transport import URL, RemoteStore
+from imgbench.storage import registry
 
 #: the manifest's file name inside a dataset directory
 MANIFEST = "imgbench-shards.json"
@@ -99,9 +100,7 @@ def wanted(path: str | os.PathLike, mode: str, options: dict[str, Any]) -> bool:
 
 def shard_name(index: int, backend: str) -> str:
     """Name of shard ``index``: ``shard-00000`` plus the backend's usual suffix (``.lmdb``, ``.h5``, ``.zarr``)."""
-    from .storage import registry
-
-    suffixes = registry._BACKENDS[backend][1] if backend in registry._BACKENDS else ()
+    suffixes = registry.suffixes(backend)
     return f"shard-{index:05d}{suffixes[0] if suffixes else ''}"
 
 
@@ -200,8 +199,6 @@ def _hex_ok(value: Any) -> bool:
 
 def validate_manifest(manifest: Any, where: Path | URL) -> dict[str, Any]:
     """Check every field of a parsed manifest; CorruptStoreError (or FormatVersionError) naming the first problem."""
-    from .storage import registry
-
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CorruptStoreError(f"{where / MANIFEST} is not an imgbench sharded-dataset manifest")
     version = manifest.get("version")
@@ -316,8 +313,6 @@ def _dump(manifest: dict[str, Any]) -> bytes:
 
 def describe_shard(directory: str | os.PathLike, name: str) -> dict[str, Any]:
     """Open a finished shard and summarise it for the manifest: count, checksum and label digests."""
-    from .storage import registry
-
     path = Path(directory) / _check_name(name, Path(directory))
     cls = registry.detect(path)
     with cls(path, "r", None, None, {}) as shard:
@@ -408,8 +403,6 @@ def write_shard(
     an earlier attempt at the same shard (a retried task never duplicates
     images), and a failure leaves no shard. No items: no shard is written (0).
     """
-    from .storage import registry
-
     directory = Path(directory)
     if not directory.is_dir():
         # The conversion this shard belongs to was abandoned (its temporary directory is gone).
@@ -446,8 +439,6 @@ def finish(
     said), checks the shards agree on backend, compression and labelling, and
     returns the manifest written.
     """
-    from .storage import registry
-
     directory = Path(directory)
     entries = [describe_shard(directory, name) for name in names]
     cls = registry.get(backend)
@@ -464,7 +455,8 @@ def finish(
 def prepare(path: Path, mode: str) -> Path:
     """Check that a dataset may be created at ``path`` (mode ``x`` or ``w``) and make its hidden temporary directory.
 
-    ``w`` replaces only an imgbench store (or sharded dataset) or an empty directory, never anything else.
+    That ``w`` replaces only an imgbench store or an empty directory is the caller's check
+    (:func:`imgbench.api.check_replaceable`).
     """
     tmp = claim_new(path, mode)
     tmp.mkdir()
@@ -487,8 +479,6 @@ class ShardedStore(Store):
 
     def __init__(self, path: Path, mode: str, compression: str | None, level: int | None, options: dict,
                  backend: str | None = None):
-        from .storage import registry
-
         options = dict(options)
         given = {key: options.pop(key, None) for key in SHARD_OPTIONS}
         limit = check_limit(given["images_per_shard"], given["bytes_per_shard"])
@@ -522,8 +512,6 @@ class ShardedStore(Store):
 
     def _shard_class(self, inner: str) -> type[Store]:
         """The class that reads (and writes) this dataset's shards of backend ``inner``."""
-        from .storage import registry
-
         return registry.get(inner)
 
     def _find_shard(self, path: Path | URL, where: str) -> bool | None:
@@ -741,7 +729,7 @@ class ShardedStore(Store):
             shard = self._inner_cls(path, "r", None, None, self._inner_options())
         except CorruptStoreError as exc:
             raise CorruptStoreError(f"{where} is damaged: {exc}") from None
-        except remote.RemoteAccessError:
+        except transport.RemoteAccessError:
             raise  # the server or the credentials failed, not the shard
         except ImgbenchError as exc:
             raise CorruptStoreError(f"{where} cannot be opened: {exc}") from None
@@ -901,13 +889,13 @@ class RemoteShardedStore(RemoteStore, ShardedStore):
 
     def _find_shard(self, path: URL, where: str) -> bool | None:
         try:
-            probe = remote.probe(path, self.options["storage_options"])
+            probe = transport.probe(path, self.options["storage_options"])
         except FileNotFoundError:
             return None
         return self._remote_call(f"shard {path.name}", lambda: self._inner_cls.detect_remote(probe))
 
 
-def detect_remote(probe: remote.Probe) -> bool:
+def detect_remote(probe: transport.Probe) -> bool:
     """True when the URL ``probe`` describes is a sharded dataset (its listing names the manifest)."""
     return probe.names is not None and MANIFEST in probe.names
 
@@ -922,6 +910,6 @@ def open_dataset(
     options: Mapping[str, Any] | None = None,
 ) -> ShardedStore:
     """What :func:`imgbench.open` calls for a sharded dataset (see :func:`wanted`), and
-    :func:`imgbench.remote.open_url` for one at a URL (read-only; ``options`` may hold ``storage_options``)."""
+    :func:`imgbench.api.open_url` for one at a URL (read-only; ``options`` may hold ``storage_options``)."""
     cls = RemoteShardedStore if isinstance(path, URL) else ShardedStore
     return cls(path, mode, compression, level, dict(options or {}), backend=backend)
