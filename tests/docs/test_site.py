@@ -210,6 +210,7 @@ const pages = %s;
       copy: doc.querySelectorAll("button.md-clipboard, button.md-code__button").length,
       header: header ? win.getComputedStyle(header).position : null,
       tabs: doc.querySelectorAll(".md-tabs__item").length,
+      search: (doc.querySelector(".md-search__form") || {}).offsetWidth || 0,
     };
     frame.remove();
   }
@@ -265,6 +266,8 @@ def test_every_page_renders_in_chromium(site, tmp_path):
             bad.append(f"{page}: the theme's stylesheet did not apply (header position {r['header']})")
         if r["tabs"] < 5:
             bad.append(f"{page}: {r['tabs']} navigation tabs")
+        if r["search"] < 100:
+            bad.append(f"{page}: no search box ({r['search']} px wide)")
         if r["code"] and r["copy"] < 1:
             bad.append(f"{page}: {r['code']} code blocks but no copy button (the theme's JavaScript did not run)")
     assert not bad, "\n".join(bad)
