@@ -30,7 +30,7 @@ def open_own(name: str | Path, dir_fd: int | None = None, what: str | None = Non
         fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o666, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise CorruptStoreError(f"{what} is a symlink; a store's own files never are") from None
+            raise CorruptStoreError(f"{what} is a symlink, not a regular file; a store's own files never are") from None
         if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):
             raise CorruptStoreError(f"{what} is not a regular file") from None
         raise
