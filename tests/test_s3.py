@@ -24,7 +24,8 @@ import pytest
 
 import imgbench
 from imgbench import remote, sharded
-from imgbench.sharded import dataset as sharded_dataset
+from imgbench.sharded import manifest as sharded_manifest
+from imgbench.sharded import store as sharded_store
 from imgbench.adapters.integrity import verify
 from imgbench.cli import main
 
@@ -447,7 +448,7 @@ def test_sharded_dataset_uploaded_reads_back_exactly(tmp_path, s3, cfg, monkeypa
     with imgbench.open(path) as local:
         sums = local.checksums.tolist()
     url = s3.upload(path, "ds")
-    monkeypatch.setattr(sharded_dataset, "MAX_OPEN_SHARDS", 2)  # the reader's LRU of open shards, as locally
+    monkeypatch.setattr(sharded_store, "MAX_OPEN_SHARDS", 2)  # the reader's LRU of open shards, as locally
     order = [29, 0, 13, 7, 21, -1, 6, 14, 28, 0, 22]  # across shards, back and forth
     with imgbench.open(url, verify=True) as s:
         assert isinstance(s, sharded.RemoteShardedStore)
@@ -558,7 +559,7 @@ def test_tampered_remote_manifest_is_corrupt_store_error(tmp_path, s3, monkeypat
         imgbench.open(url)
     s3.fs.pipe_file(key, original)
     with monkeypatch.context() as patched, pytest.raises(imgbench.CorruptStoreError, match="more than any manifest"):
-        patched.setattr(sharded_dataset, "MAX_MANIFEST_BYTES", 64)
+        patched.setattr(sharded_manifest, "MAX_MANIFEST_BYTES", 64)
         imgbench.open(url)
     with imgbench.open(url, verify=True) as s:  # restored: reads again
         assert _digests(s.read_many()) == _digests(images)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import imgbench
 from imgbench import api, sharded
-from imgbench.sharded import dataset as sharded_dataset
+from imgbench.sharded import store as sharded_store
 from imgbench.cli import main
 from imgbench.storage import registry
 
@@ -265,7 +265,7 @@ def _child_sum(store, queue):
 
 
 def test_many_shards_reader_keeps_few_open(tmp_path, monkeypatch):
-    monkeypatch.setattr(sharded_dataset, "MAX_OPEN_SHARDS", 3)
+    monkeypatch.setattr(sharded_store, "MAX_OPEN_SHARDS", 3)
     path = tmp_path / "ds"
     batch = make(path, "npy", n=40, per=2)
     with imgbench.open(path) as s:
