@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -21,6 +20,7 @@ import struct
 import tempfile
 from pathlib import Path
 
+from imgbench.core import libc
 from imgbench.core.errors import StoreExistsError, StoreLockedError
 
 TMP_MARK = ".imgbench-tmp-"
@@ -28,21 +28,13 @@ _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
-_libc = None
-
 
 def _renameat2(src: str, dst: str, flags: int) -> bool:
     """Call renameat2; False when the system or filesystem does not offer it."""
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            _libc.renameat2  # noqa: B018 - probe for the symbol
-        except (OSError, AttributeError):
-            _libc = False
-    if not _libc:
+    renameat2 = libc.function("renameat2")
+    if renameat2 is None:
         return False
-    rc = _libc.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags)
+    rc = renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags)
     if rc == 0:
         return True
     err = ctypes.get_errno()
@@ -102,16 +94,6 @@ def fsync_path(path: Path, directory: bool = False) -> None:
 
 
 _SYNC_FILE_RANGE_WRITE = 2  # Linux <fcntl.h>
-_libc_cache: list = []
-
-
-def _c_library():
-    if not _libc_cache:
-        try:
-            _libc_cache.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True))
-        except OSError:
-            _libc_cache.append(None)
-    return _libc_cache[0]
 
 
 def start_writeback(fd: int) -> None:
@@ -122,8 +104,7 @@ def start_writeback(fd: int) -> None:
     instead of following it. Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``;
     elsewhere nothing (the fsync does it all). Never a durability guarantee.
     """
-    libc = _c_library()
-    fn = getattr(libc, "sync_file_range", None) if libc is not None else None
+    fn = libc.function("sync_file_range")
     if fn is not None:
         fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
         fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
@@ -133,8 +114,8 @@ def sync_filesystem(path: Path) -> None:
     """Flush every dirty page of the filesystem holding ``path`` (one call, not one per file)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
+        syncfs = libc.function("syncfs")
+        if syncfs is None or syncfs(fd) != 0:
             os.sync()
     except OSError:
         os.sync()
@@ -240,3 +221,23 @@ class WriterLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def claim_new(path: Path, mode: str) -> Path:
+    """Check that a new store may be created at ``path`` (mode ``x`` or ``w``); return the hidden
+    temporary sibling to build it in (not created yet).
+
+    ``x`` refuses anything at ``path``. That ``w`` replaces only an imgbench store or an empty
+    directory is checked by :func:`imgbench.api.open`, the one place that knows every kind of
+    store; stale temporaries of killed writers are removed here."""
+    if mode == "x" and os.path.lexists(path):
+        raise StoreExistsError(
+            f"{path} already exists; use mode='w' (imgbench convert: --overwrite) to replace it "
+            "or mode='a' to add to it"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StoreExistsError(f"{path.parent} is a file where a directory is expected") from None
+    remove_stale_temps(path)
+    return temp_sibling(path)

@@ -17,7 +17,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from imgbench.core import limits
 from imgbench.core.errors import CorruptStoreError, UnsupportedError
+from imgbench.core.levels import LevelRange, check_level
 
 _UNSIGNED = frozenset(np.dtype(d) for d in ("uint8", "uint16"))
 _ALL = frozenset(np.dtype(d) for d in ("uint8", "uint16", "int16", "float32"))
@@ -27,27 +29,19 @@ class Codec:
     """One way to turn an image into bytes; subclasses are stateless singletons."""
 
     name: ClassVar[str]
-    #: inclusive (low, high) level range, or None when the codec has no level.
-    levels: ClassVar[tuple[int, int] | None] = None
-    default_level: ClassVar[int | None] = None
+    #: the levels it takes and its default, or None when the codec has no level.
+    levels: ClassVar[LevelRange | None] = None
     dtypes: ClassVar[frozenset[np.dtype]] = _ALL
     #: file suffix used by one-file-per-image stores.
     suffix: ClassVar[str]
 
+    @property
+    def default_level(self) -> int | None:
+        return None if self.levels is None else self.levels.default
+
     def check_level(self, level: int | None) -> int | None:
         """Return the level to use, or raise UnsupportedError for a bad one."""
-        if self.levels is None:
-            if level is not None:
-                raise UnsupportedError(f"compression {self.name!r} takes no level; drop level={level!r}")
-            return None
-        if level is None:
-            return self.default_level
-        low, high = self.levels
-        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not low <= level <= high:
-            raise UnsupportedError(
-                f"level {level!r} is out of range for {self.name!r}: use an integer from {low} to {high}"
-            )
-        return int(level)
+        return check_level(self.name, level, self.levels)
 
     def check_dtype(self, dtype: np.dtype) -> None:
         if np.dtype(dtype) not in self.dtypes:
@@ -94,8 +88,6 @@ class RawCodec(Codec):
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-#: deflate cannot expand data more than ~1032:1, so a PNG claiming more is a lie.
-_DEFLATE_MAX_RATIO = 1040
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 #: PNG colour type -> channel count.
 _PNG_CHANNELS = {0: 1, 4: 2, 2: 3, 6: 4}
@@ -110,10 +102,9 @@ class PngCodec(Codec):
 
     name = "png"
     suffix = ".png"
-    levels = (0, 9)
-    #: zlib level 1 (as OpenCV): on the built-in photo-like and CT-like images level 6
+    #: default zlib level 1 (as OpenCV): on the built-in photo-like and CT-like images level 6
     #: saved 0-3% of the bytes for 1.1-6x the encode time.
-    default_level = 1
+    levels = LevelRange(0, 9, 1)
     dtypes = _UNSIGNED
 
     def encode(self, image: np.ndarray, level: int | None = None) -> bytes:
@@ -131,7 +122,7 @@ class PngCodec(Codec):
             raise CorruptStoreError("stored PNG is truncated (no IEND chunk at its end)")
         width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
         channels = shape[2] if len(shape) == 3 else 1
-        if _nbytes(dtype, shape) > _DEFLATE_MAX_RATIO * len(data) + 4096:
+        if limits.PNG.exceeded(_nbytes(dtype, shape), len(data)):
             raise CorruptStoreError(
                 f"stored PNG of {len(data)} bytes claims {_nbytes(dtype, shape)} decoded bytes, more than "
                 "deflate can produce: damaged, or a decompression bomb"
@@ -154,18 +145,12 @@ class PngCodec(Codec):
         return np.ascontiguousarray(image).reshape(shape)
 
 
-#: Zstandard's densest encoding is an RLE block: 4 bytes (3 of block header, 1 of
-#: payload) for at most 128 KiB, i.e. 32768:1; any frame claiming more is a lie.
-_ZSTD_MAX_RATIO = 1 << 15
-
-
 class ZstdCodec(Codec):
     """Zstandard frames with content size and checksum: a bit flip is detected."""
 
     name = "zstd"
     suffix = ".zst"
-    levels = (1, 22)
-    default_level = 3
+    levels = LevelRange(1, 22, 3)
     _local = threading.local()
 
     def _compressor(self, level: int):
@@ -192,7 +177,7 @@ class ZstdCodec(Codec):
             raise CorruptStoreError(f"stored zstd frame is damaged: {exc}") from None
         if declared != expected:
             raise CorruptStoreError(f"stored zstd frame declares {declared} bytes where {expected} were stored")
-        if expected > _ZSTD_MAX_RATIO * len(data) + 65536:
+        if limits.ZSTD_FRAME.exceeded(expected, len(data)):
             # Header and frame may both lie (a hostile store): zstandard would
             # allocate the declared size before finding out the frame is short.
             raise CorruptStoreError(

@@ -20,9 +20,14 @@ SUPPORTED_DTYPES: tuple[np.dtype, ...] = tuple(
 #: On-disk spelling: explicit little-endian, readable by ``np.dtype(code)``.
 DTYPE_CODES: dict[np.dtype, str] = {np.dtype(d): np.dtype(d).newbyteorder("<").str for d in SUPPORTED_DTYPES}
 _BY_CODE = {code: dt for dt, code in DTYPE_CODES.items()}
-#: One-byte ids used in binary headers (LMDB values).
+#: One-byte ids used in binary headers and index columns (LMDB values, tar, npy and zarr indexes).
 DTYPE_IDS: dict[np.dtype, int] = {dt: i + 1 for i, dt in enumerate(SUPPORTED_DTYPES)}
 _BY_ID = {i: dt for dt, i in DTYPE_IDS.items()}
+#: Item size of each one-byte dtype id, 0 for an id imgbench never writes: checks whole index
+#: columns of stored ids at once (``ITEMSIZE_BY_ID[np.minimum(ids, 255)]``).
+ITEMSIZE_BY_ID = np.zeros(256, np.int64)
+for _dtype, _ident in DTYPE_IDS.items():
+    ITEMSIZE_BY_ID[_ident] = _dtype.itemsize
 
 _DTYPE_HINT = "use uint8, uint16, int16 or float32 (convert with image.astype(np.uint16), say)"
 

@@ -13,33 +13,35 @@ otherwise copies the store, appends to the copy and swaps it in on close.
 
 from __future__ import annotations
 
+import abc
 import contextlib
-import copy
-import json
 import operator
 import os
 import shutil
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from imgbench.core import atomic, checksum, codecs
+from imgbench.core.atomic import claim_new
+from imgbench.core.attrs import Attrs
 from imgbench.core.errors import (
     CorruptStoreError,
-    FormatVersionError,
     ImgbenchError,
     InvalidImageError,
-    StoreExistsError,
     StoreLockedError,
     UnsupportedError,
 )
+from imgbench.core.header import FORMAT_VERSION, check_meta
 from imgbench.core.images import as_batch, as_image, as_label, as_labels
 
-#: Version of the on-disk layouts this code writes; it reads this and older.
-FORMAT_VERSION = 1
+# Attrs, check_meta, claim_new and FORMAT_VERSION live in their own modules; they are named here too,
+# where backends outside this repository import them from.
+__all__ = ["FLUSH_BYTES", "FORMAT_VERSION", "MODES", "Attrs", "Store", "check_meta", "claim_new", "stack_if_uniform"]
+
 MODES = ("r", "w", "x", "a")
 #: Pending images are handed to the backend once they hold this many bytes.
 FLUSH_BYTES = 64 << 20
@@ -49,107 +51,17 @@ FLUSH_BYTES = 64 << 20
 _ABANDONED: list[Any] = []
 
 
-class Attrs(MutableMapping):
-    """JSON-serialisable metadata persisted with the store.
-
-    Values are stored as their JSON round trip (tuples come back as lists) and
-    returned as copies, so changing a returned list does not change the store:
-    assign it again.
-    """
-
-    def __init__(self, data: Mapping[str, Any] | None, writable: bool):
-        self._data: dict[str, Any] = dict(data or {})
-        self._writable = writable
-        self.dirty = False
-
-    def _check_writable(self) -> None:
-        if not self._writable:
-            raise UnsupportedError("store is open read-only; reopen it with mode='a' to change attrs")
-
-    def __getitem__(self, key: str) -> Any:
-        return copy.deepcopy(self._data[key])
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._check_writable()
-        if not isinstance(key, str):
-            raise UnsupportedError(f"attrs keys must be strings, got {key!r}")
-        try:
-            value = json.loads(json.dumps(value, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise UnsupportedError(
-                f"attrs[{key!r}] must be JSON-serialisable (str, int, float, bool, None, list, dict): {exc}"
-            ) from None
-        self._data[key] = value
-        self.dirty = True
-
-    def __delitem__(self, key: str) -> None:
-        self._check_writable()
-        del self._data[key]
-        self.dirty = True
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._data))
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"Attrs({self._data!r})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(self._data)
-
-
-def check_meta(meta: Any, backend: str, path: Path) -> dict[str, Any]:
-    """Validate the common header every store carries; raise CorruptStoreError otherwise."""
-    if not isinstance(meta, dict) or meta.get("format") != "imgbench":
-        raise CorruptStoreError(f"{path} is not an imgbench store (its metadata header is missing or foreign)")
-    version = meta.get("version")
-    if not isinstance(version, int) or version < 1:
-        raise CorruptStoreError(f"{path}: metadata has no valid format version ({version!r})")
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{path} was written in imgbench format version {version}, newer than this imgbench reads "
-            f"({FORMAT_VERSION}); upgrade: pip install -U imgbench"
-        )
-    if meta.get("backend") != backend:
-        raise CorruptStoreError(f"{path}: metadata names backend {meta.get('backend')!r}, found a {backend} store")
-    count = meta.get("count")
-    if not isinstance(count, int) or count < 0:
-        raise CorruptStoreError(f"{path}: metadata has an invalid image count ({count!r})")
-    if not isinstance(meta.get("attrs", {}), dict):
-        raise CorruptStoreError(f"{path}: metadata attrs are not a mapping")
-    return meta
-
-
 def stack_if_uniform(images: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
     if images and all(im.shape == images[0].shape and im.dtype == images[0].dtype for im in images):
         return np.stack(images)
     return images
 
 
-def claim_new(path: Path, mode: str) -> Path:
-    """Check that a new store may be created at ``path`` (mode ``x`` or ``w``); return the hidden
-    temporary sibling to build it in (not created yet).
+class Store(abc.ABC):
+    """One open store. Use :func:`imgbench.open` to get one.
 
-    ``x`` refuses anything at ``path``. That ``w`` replaces only an imgbench store or an empty
-    directory is checked by :func:`imgbench.api.open`, the one place that knows every kind of
-    store; stale temporaries of killed writers are removed here."""
-    if mode == "x" and os.path.lexists(path):
-        raise StoreExistsError(
-            f"{path} already exists; use mode='w' (imgbench convert: --overwrite) to replace it "
-            "or mode='a' to add to it"
-        )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise StoreExistsError(f"{path.parent} is a file where a directory is expected") from None
-    atomic.remove_stale_temps(path)
-    return atomic.temp_sibling(path)
-
-
-class Store:
-    """One open store. Use :func:`imgbench.open` to get one."""
+    A backend subclasses it and implements the abstract ``_hooks`` below (Python refuses to
+    instantiate a subclass that misses one); the others have defaults."""
 
     #: registry name of the backend
     name: ClassVar[str]
@@ -282,10 +194,11 @@ class Store:
         codecs.get(self.compression, self.compressions, self.name).check_dtype(dtype)
 
     # ------------------------------------------------------- backend hooks
+    # Abstract: every backend implements these; a class missing one cannot be instantiated.
     @classmethod
+    @abc.abstractmethod
     def detect(cls, path: Path) -> bool:
         """True if ``path`` holds a store of this backend (cheap, no full open)."""
-        raise NotImplementedError
 
     #: why this backend's stores cannot be read from a URL (backends that can override ``remote_reader``)
     remote_refusal: ClassVar[str] = "this backend reads only local files"
@@ -307,39 +220,42 @@ class Store:
     def _init_handles(self) -> None:
         """Set handle attributes to their closed state (no I/O)."""
 
+    @abc.abstractmethod
     def _open_reader(self) -> dict[str, Any]:
         """Open read handles; return the metadata dict."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _open_appender(self, target: Path) -> dict[str, Any]:
         """Open ``target`` (the store or its copy) for appending; return the metadata dict."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _create(self, target: Path) -> None:
         """Create an empty store at ``target`` (a temporary path) and open it for writing."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _write(self, images: np.ndarray | list[np.ndarray], labels: np.ndarray | None, start: int) -> None:
-        """Store validated images as indices ``start``, ``start + 1``, ..."""
-        raise NotImplementedError
+        """Store validated images as indices ``start``, ``start + 1``, ... (``stores_checksums``
+        backends take ``checksums=``: uint64 per image, or None for a store written without them)."""
 
+    @abc.abstractmethod
     def _flush(self, meta: dict[str, Any]) -> None:
         """Make everything written durable; in place, make it visible to new readers."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _close_writer(self, commit: bool) -> None:
         """Release write handles; ``commit=False`` drops what was not flushed."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _close_reader(self) -> None:
-        raise NotImplementedError
+        """Release read handles."""
 
+    @abc.abstractmethod
     def _reader_handles(self) -> Any:
         """What a forked child must abandon (never use, never close)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _get(self, index: int) -> np.ndarray:
-        raise NotImplementedError
+        """Image ``index`` (in range, the reader open)."""
 
     def _get_many(self, indices: np.ndarray) -> np.ndarray | list[np.ndarray]:
         return stack_if_uniform([self._get(int(i)) for i in indices])
@@ -347,12 +263,18 @@ class Store:
     def _get_all(self) -> np.ndarray | list[np.ndarray]:
         return self._get_many(np.arange(self._count))
 
+    @abc.abstractmethod
     def _get_labels(self) -> np.ndarray | None:
-        raise NotImplementedError
+        """int64 label per image (called for labelled stores only)."""
 
     def _get_checksums(self) -> np.ndarray | None:
-        """uint64 checksum per image (``stores_checksums`` backends)."""
+        """uint64 checksum per image; required of ``stores_checksums`` backends (see ``__init_subclass__``)."""
         raise NotImplementedError
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.stores_checksums and cls._get_checksums is Store._get_checksums:
+            raise TypeError(f"{cls.__qualname__} sets stores_checksums but does not implement _get_checksums")
 
     # ------------------------------------------------------------ writing
     def _check_writable(self) -> None:
@@ -666,12 +588,7 @@ class Store:
         if not self._checksummed:
             return None
         if self._checksums_cache is None:
-            sums = self._get_checksums()
-            if sums is None or len(sums) != self._count:
-                raise CorruptStoreError(
-                    f"{self.path}: store records checksums but holds {0 if sums is None else len(sums)} "
-                    f"for {self._count} images"
-                )
+            sums = self._one_per_image(self._get_checksums(), "records checksums but holds {}")
             self._checksums_cache = np.asarray(sums, np.uint64)
         return self._checksums_cache.copy()
 
@@ -692,14 +609,15 @@ class Store:
         if not self._labelled:
             return None
         if self._labels_cache is None:
-            labels = self._get_labels()
-            if labels is None or len(labels) != self._count:
-                raise CorruptStoreError(
-                    f"{self.path}: store is labelled but holds {0 if labels is None else len(labels)} labels "
-                    f"for {self._count} images"
-                )
-            self._labels_cache = labels
+            self._labels_cache = self._one_per_image(self._get_labels(), "is labelled but holds {} labels")
         return self._labels_cache.copy()
+
+    def _one_per_image(self, values: np.ndarray | None, says: str) -> np.ndarray:
+        """``values`` if it holds one entry per image, else CorruptStoreError: "store <says> for N images"."""
+        held = 0 if values is None else len(values)
+        if held != self._count:
+            raise CorruptStoreError(f"{self.path}: store {says.format(held)} for {self._count} images")
+        return values
 
     @property
     def attrs(self) -> Attrs:
