@@ -300,3 +300,38 @@ def test_readme_links_name_files_that_exist():
     missing = [link for link in relative if not (ROOT / unquote(urlsplit(link).path)).exists()]
     assert not missing, f"README links to missing files: {missing}"
     assert len(text.splitlines()) < 200
+
+
+# ------------------------------------------------------------------ tests the docs name
+_TEST_REF = re.compile(r"`(?:(tests/[\w/]+\.py)(?:::(test_\w+))?|::(test_\w+)|(test_\w+)(?:\[[^`]*\])?)`")
+
+
+def test_tests_the_docs_name_exist():
+    """The guarantees name the test behind each promise: every test a page names must exist.
+
+    `tests/x.py` must be a file, `tests/x.py::test_y` a test in it, `::test_y` a test in the file
+    named last in the same paragraph, a bare `test_y` (or `test_y[...]`) a test somewhere in tests/."""
+    sources = {p: p.read_text(encoding="utf-8") for p in (ROOT / "tests").rglob("*.py")}
+    defined = lambda name, text: re.search(rf"def {name}\b", text) is not None  # noqa: E731
+    missing = []
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        current = None
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                current = None  # a new paragraph
+            for match in _TEST_REF.finditer(line):
+                path, name, continued, bare = match.groups()
+                where = f"{page.relative_to(ROOT)}:{number}"
+                if path:
+                    current = ROOT / path
+                    if current not in sources:
+                        missing.append(f"{where}: no file {path}")
+                        current = None
+                    elif name and not defined(name, sources[current]):
+                        missing.append(f"{where}: no test {path}::{name}")
+                elif continued:
+                    if current is None or not defined(continued, sources[current]):
+                        missing.append(f"{where}: no test ::{continued} in the file named before it")
+                elif not any(defined(bare, text) for text in sources.values()):
+                    missing.append(f"{where}: no test {bare} anywhere in tests/")
+    assert not missing, "the docs name tests that do not exist:\n" + "\n".join(missing)
