@@ -57,7 +57,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from imgbench.measure import compare
+    from imgbench.measure import compare, harness
     from imgbench.present import report
 
     plan = compare.make_plan(
@@ -65,7 +65,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         compressions=args.compressions, repeats=args.repeats, cache=args.cache, quick=args.quick,
         random_reads=args.random_reads, workdir=args.workdir, parallel_workers=args.parallel_workers,
     )
-    with report.progress_bar(plan.steps(), enabled=not args.quiet) as progress:
+    with harness.progress_bar(plan.steps(), enabled=not args.quiet) as progress:
         results = compare.run(plan, progress)
     results["command"] = ["imgbench", *sys.argv[1:]] if args.argv is None else ["imgbench", *args.argv]
     report.write(results, args.out)
@@ -78,12 +78,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from imgbench.adapters import convert
-    from imgbench.present import report
+    from imgbench.measure import harness
 
-    with report.file_progress("converting", enabled=not args.quiet) as (set_total, advance):
+    with harness.progress_bar(None, "converting", enabled=not args.quiet) as bar:
         done = convert.convert(
             args.src, args.dst, backend=args.backend, compression=args.compression, level=args.level,
-            overwrite=args.overwrite, progress=advance, total=set_total, images_per_shard=args.images_per_shard,
+            overwrite=args.overwrite, progress=bar.advance, total=bar.set_total, images_per_shard=args.images_per_shard,
             bytes_per_shard=args.bytes_per_shard, shards=args.shards, workers=args.workers, scheduler=args.scheduler,
         )
     for warning in done.warnings:
@@ -103,13 +103,13 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
-    from imgbench.measure import targets
+    from imgbench.measure import harness, targets
 
     cfg = targets.make_config(quick=args.quick, repeat=args.repeat, cold=args.cold, workdir=args.dir,
                               tiny=args.tiny)
     if args.readme:
         targets.readme_parts(args.readme)  # fail now, not after the measurements
-    with targets.progress_bar(targets.total_steps(cfg), enabled=not args.quiet) as progress:
+    with harness.progress_bar(targets.total_steps(cfg), enabled=not args.quiet) as progress:
         results = targets.run(cfg, progress, command=["imgbench", *(sys.argv[1:] if args.argv is None else args.argv)])
     print(targets.format_table(results, markdown=args.markdown))
     if args.json:

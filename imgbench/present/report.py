@@ -1,4 +1,4 @@
-"""Presenting a comparison: terminal tables, progress bar, plots, recommendation, report.html.
+"""Presenting a comparison: terminal tables, plots, recommendation, report.html.
 
 Everything here reads the results document made by :func:`imgbench.measure.compare.run`
 (the same one saved as results.json), so a report can be rebuilt from a saved
@@ -13,8 +13,6 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -255,43 +253,6 @@ def print_summary(results: dict[str, Any], console=None, out_dir: str | os.PathL
     if out_dir is not None:
         console.print(f"Report: {Path(out_dir) / 'report.html'}   raw figures: {Path(out_dir) / 'results.json'}",
                       highlight=False)
-
-
-@contextmanager
-def progress_bar(total: int, enabled: bool = True) -> Iterator[Any]:
-    """A rich progress bar; yields the ``progress(advance, description)`` callback compare.run takes."""
-    if not enabled:
-        yield lambda advance, text: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("[progress.description]{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), transient=False,
-    ) as bar:
-        task = bar.add_task("measuring", total=total)
-
-        def update(advance: int, text: str) -> None:
-            if text:
-                bar.update(task, description=text[:40])
-            if advance:
-                bar.advance(task, advance)
-
-        yield update
-        bar.update(task, description="done")
-
-
-@contextmanager
-def file_progress(description: str, enabled: bool = True) -> Iterator[tuple[Any, Any]]:
-    """A progress bar whose total is learnt later; yields ``(set_total, advance)`` callbacks."""
-    if not enabled:
-        yield (lambda n: None), (lambda k: None)
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
-        task = bar.add_task(description, total=None)
-        yield (lambda n: bar.update(task, total=n)), (lambda k: bar.advance(task, k))
 
 
 # --------------------------------------------------------------------- plots
