@@ -60,7 +60,8 @@ from imgbench.api import open as open_store
 from imgbench.core import checksum
 from imgbench.core.errors import ImgbenchError, UnsupportedError
 from imgbench.core.parallel import default_threads
-from imgbench.measure.compare import CompareError, Dataset, Setting, _safe, evict, summarize, tune_allocator
+from imgbench.measure.harness import Progress, evict, interleaved, no_progress, summarize, tune_allocator
+from imgbench.measure.matrix import CompareError, Dataset, Setting, cell_name
 
 #: start method of the reader processes: spawn is safe whatever threads the parent runs (a progress bar)
 START_METHOD = "spawn"
@@ -411,7 +412,7 @@ def finish(cell: dict[str, Any]) -> None:
 
 
 def _measure_all(pool: ReaderPool, cells: list[dict[str, Any]], workers: list[int], repeats: int, cache: str,
-                 reader: Reader, step: Callable[[int, str], None]) -> float:
+                 reader: Reader, step: Progress) -> float:
     """Untimed warm-up, then interleaved repeats; returns the warm-up's duration.
 
     The warm-up has every process touch the memory the largest share needs
@@ -425,8 +426,8 @@ def _measure_all(pool: ReaderPool, cells: list[dict[str, Any]], workers: list[in
         _measure(pool, cell, max(workers), reader, record=False, label="warm-up")
         step(1, "")
     warmup_s = _clock() - t0
-    for r in range(repeats):
-        for cell in cells:
+    for r, order in interleaved(cells, repeats):
+        for cell in order:
             step(0, f"{cell['dataset']} {cell['backend']}/{cell['compression']} parallel ({r + 1}/{repeats})")
             for k in workers:
                 if cache == "cold":
@@ -444,7 +445,7 @@ def run(
     *,
     repeats: int,
     cache: str = "warm",
-    progress: Callable[[int, str], None] | None = None,
+    progress: Progress | None = None,
     max_bytes: int | None = None,
     reader: Reader | None = None,
     start_method: str = START_METHOD,
@@ -462,7 +463,7 @@ def run(
     began = _clock()
     if repeats < 1:
         raise CompareError("--repeats must be at least 1")
-    step = progress or (lambda n, text: None)
+    step = progress or no_progress
     reader = reader or read_share
     workers = sorted(set(workers))
     nshards = shard_count(workers)
@@ -479,7 +480,7 @@ def run(
                     "dataset": ds.name, "backend": s.backend, "compression": s.compression, "count": n,
                     "raw_bytes": ds.raw_bytes(n), "cache": cache, "status": "ok", "reason": None, "exact": True,
                     "mismatches": [], "by_workers": {k: {"elapsed_s": [], "per_worker": []} for k in workers},
-                    "path": workdir / f"{_safe(ds.name)}-{n}-{s.backend}-{s.compression}-sharded",
+                    "path": workdir / f"{cell_name(ds.name, n, s)}-sharded",
                     "expected": expected,
                 }
                 try:
