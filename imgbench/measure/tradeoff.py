@@ -8,7 +8,6 @@ anyone can re-check the choice on their machine and images.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ import numpy as np
 from imgbench.adapters import datasets
 from imgbench.core import codecs, parallel
 from imgbench.measure import sections
+from imgbench.measure.harness import summarize
 
 #: built-in dataset -> images measured (enough for stable medians in seconds)
 DEFAULT_COUNTS = {"cifar": 2000, "ct": 16}
@@ -50,7 +50,7 @@ def _median_time(fn: Callable[[], Any], repeat: int) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return summarize(times)["median"]
 
 
 def _codec_timers(images: np.ndarray, level: int, threads: int) -> tuple[Callable[[], Any], Callable[[], Any]]:
