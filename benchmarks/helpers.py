@@ -4,14 +4,18 @@ Parameter order everywhere: ``backend`` first (so the dashboard draws backends a
 the series of one graph), then ``count``, ``shape`` (short strings such as
 ``"32x32x3"``), ``compression``.
 
-Machine quirks handled here (see ../shared/BENCHMARKING.md):
+Machine quirks handled here (see ../shared/BENCHMARKING.md), with the harness every
+measurement of imgbench shares (:mod:`imgbench.measure.harness`; on commits from before
+it, :mod:`benchmarks.harness_fallback`):
 
 * First use of freshly allocated memory is slow, and glibc returns arrays over
-  128 KiB to the OS on free. At import we raise glibc's mmap and trim thresholds
-  with ``mallopt`` (mmap threshold 32 MiB, the maximum; trim threshold 1 GiB), so
-  an output array of up to 32 MiB allocated inside timed code reuses memory that
-  earlier calls already faulted in. Larger outputs (CT-like 1,000-image reads,
-  the 100,000-image sweep) still pay page faults: that part is the VM, not storage.
+  128 KiB to the OS on free. At import glibc is told to keep freed memory for
+  reuse (``harness.tune_allocator``: ``M_MMAP_MAX=0``, ``M_TRIM_THRESHOLD=2 GiB``,
+  ``M_TOP_PAD=64 MiB``, the setting of ``imgbench compare`` and ``imgbench
+  targets``), so an output array allocated inside timed code, of any size, reuses
+  memory that earlier calls already faulted in.
+* Cold reads evict a store's files with ``harness.evict``; warm reads load them
+  once per process with ``harness.warm``.
 * ``BLOSC_NTHREADS=1`` unless threads are what is measured.
 * Everything is written under ``$TMPDIR``: run asv with ``TMPDIR`` on the disk you
   mean to measure.
@@ -22,8 +26,6 @@ Machine quirks handled here (see ../shared/BENCHMARKING.md):
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import shutil
 import tempfile
@@ -34,6 +36,11 @@ import imgbench
 from imgbench import datasets
 from imgbench.storage import registry
 
+try:
+    from imgbench.measure import harness
+except ImportError:  # a commit from before imgbench.measure.harness
+    from . import harness_fallback as harness
+
 os.environ.setdefault("BLOSC_NTHREADS", "1")
 
 #: ASV_SKIP_SLOW=1 skips the largest cases (CT 1,000 images, sweep 100,000 images).
@@ -43,18 +50,8 @@ SKIP_SLOW = os.environ.get("ASV_SKIP_SLOW", "") not in ("", "0")
 SMOKE = os.environ.get("IMGBENCH_ASV_SMOKE", "") not in ("", "0")
 
 
-def _reuse_memory() -> bool:
-    """Keep freed heap memory for reuse (see the module docstring)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024) == 1
-        return ok and libc.mallopt(m_trim_threshold, 1 << 30) == 1
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        return False
-
-
-MEMORY_REUSE = _reuse_memory()
+#: whether glibc took the allocator setting (see the module docstring)
+MEMORY_REUSE = harness.tune_allocator(True)["mallopt"]
 
 # --------------------------------------------------------------------------- axes
 
@@ -224,24 +221,9 @@ def build_stores(root: str, cases) -> dict[str, str]:
     return paths
 
 
-def _files(path: str):
-    if os.path.isdir(path):
-        for dirpath, _dirs, names in os.walk(path):
-            for n in names:
-                yield os.path.join(dirpath, n)
-    else:
-        yield path
-
-
 def evict(path: str) -> None:
-    """Drop a store's files from the page cache (fsync, then POSIX_FADV_DONTNEED). No root needed."""
-    for f in _files(path):
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+    """Drop a store's files from the page cache before a cold read (fsync, then POSIX_FADV_DONTNEED)."""
+    harness.evict(path)
 
 
 _WARM: set[str] = set()
@@ -249,13 +231,9 @@ _WARM: set[str] = set()
 
 def warm(path: str) -> None:
     """Read a store's files once per process so that the page cache holds them."""
-    if path in _WARM:
-        return
-    for f in _files(path):
-        with open(f, "rb", buffering=0) as fh:
-            while fh.read(1 << 20):
-                pass
-    _WARM.add(path)
+    if path not in _WARM:
+        harness.warm(path)
+        _WARM.add(path)
 
 
 def fresh_dir() -> str:

@@ -8,8 +8,6 @@ checks the round trip; ``.ci/perf`` runs them for real.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import os
 from collections.abc import Iterator
@@ -19,12 +17,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from imgbench.measure import harness
+
 from .targets import GRIDS, Grid, Reader, targets
 
 _TARGETS = targets()
-
-# glibc mallopt() parameters.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
 def benchmarking(config: pytest.Config) -> bool:
@@ -34,23 +31,19 @@ def benchmarking(config: pytest.Config) -> bool:
 
 @pytest.fixture(scope="session", autouse=True)
 def reuse_memory(request: pytest.FixtureRequest) -> None:
-    """Let glibc reuse freed memory instead of returning it to the kernel.
+    """Let glibc reuse freed memory instead of returning it to the kernel, for the whole session.
 
     First touch of fresh pages costs ~1-2.6 s/GiB on these machines, and glibc
     serves arrays over 128 KiB straight from mmap, so each round of a reader that
     allocates its output would fault it in again: we would time the VM, not the
-    storage. Raising the mmap threshold to its 32 MiB maximum and the trim
-    threshold to 1 GiB makes the output of one round land in pages the previous
-    round already touched, for every target alike. Only when timing for real.
+    storage. With the harness's setting (:func:`imgbench.measure.harness.tune_allocator`,
+    the one ``imgbench compare`` and ``imgbench targets`` use) the output of one round
+    lands in pages the previous round already touched, for every target alike. Only
+    when timing for real.
     """
     if not benchmarking(request.config):
         return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-    except (OSError, AttributeError):  # not glibc
-        ok = 0
-    if not ok:
+    if not harness.tune_allocator(True)["mallopt"]:
         request.config.issue_config_time_warning(
             pytest.PytestWarning("mallopt unavailable: perf timings include page faults of fresh memory"), 2
         )

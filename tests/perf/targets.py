@@ -1,22 +1,21 @@
 """What the perf suite measures: the image grid and the write/read targets.
 
 Every registered backend is a target, at its default compression (the first it
-lists), plus the raw ``.npy`` reference: ``np.save`` + fsync to write (the
-backends fsync before publishing a store, so the reference does too) and
-``np.load`` + copy into a preallocated array to read all; random reads gather
-rows of the memory-mapped ``.npy`` into a preallocated array. The gate divides
+lists), plus the raw ``.npy`` reference of :mod:`imgbench.measure.harness` (the
+one ``imgbench targets`` uses): ``np.save`` + fsync to write (the backends fsync
+before publishing a store, so the reference does too) and ``np.load`` + copy into
+a preallocated array to read all; random reads gather rows of the memory-mapped
+``.npy`` into a preallocated array. The gate divides
 each backend's time by the reference time of the same operation and images in
 the same run, which cancels out how fast (or busy) the machine is today.
 
 Sizes are small so the whole suite runs in about a minute, yet big enough that
 the fastest target still takes about a millisecond (timer and scheduler noise
-stay small), and every array stays under glibc's 32 MiB mmap ceiling so that
-the allocator can reuse memory between rounds (see conftest.reuse_memory).
+stay small). The allocator reuses memory between rounds (see conftest.reuse_memory).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 import imgbench
 from imgbench import datasets
+from imgbench.measure import harness
 from imgbench.storage import registry
 
 #: Name the reference target carries in benchmark JSON (``extra_info["backend"]``).
@@ -127,10 +127,7 @@ class NpyTarget:
     compression: str | None = None
 
     def write(self, path: Path, images: np.ndarray) -> None:
-        with open(path, "wb") as f:
-            np.save(f, images, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
+        harness.write_raw_npy(path, images)
 
     def open(self, path: Path, like: np.ndarray, random: int) -> Reader:
         return NpyReader(path, like, random)
@@ -143,15 +140,13 @@ class NpyReader:
         self.path = path
         self.out = np.zeros_like(like)
         self.out_random = np.zeros((random, *like.shape[1:]), like.dtype)
-        self.mapped = np.load(path, mmap_mode="r")
+        self.mapped = harness.map_raw_npy(path)
 
     def read_all(self) -> np.ndarray:
-        self.out[...] = np.load(self.path, allow_pickle=False)
-        return self.out
+        return harness.read_raw_npy(self.path, self.out)
 
     def read_random(self, indices: np.ndarray) -> np.ndarray:
-        np.take(self.mapped, indices, axis=0, out=self.out_random)
-        return self.out_random
+        return harness.take_raw_npy(self.mapped, indices, self.out_random)
 
     def close(self) -> None:
         self.mapped = None
@@ -184,7 +179,6 @@ def describe(benchmark: Any, op: str, target: Any, grid: Grid) -> None:
 
 
 def assert_same(got: Any, want: np.ndarray) -> None:
-    """Exact round trip: one stacked array with the same dtype, shape and values."""
-    assert isinstance(got, np.ndarray), f"expected a stacked ndarray, got {type(got).__name__}"
-    assert (got.dtype, got.shape) == (want.dtype, want.shape)
-    assert np.array_equal(got, want)
+    """Exact round trip: one stacked array with the same dtype, shape and values (the harness's check)."""
+    problem = harness.mismatch(got, want)
+    assert problem is None, problem
