@@ -1,37 +1,11 @@
-"""Disk backend: one ordinary image file per image, in one directory.
+"""Disk backend: one ordinary image file per image in a directory, the baseline everyone has.
 
-Layout (open any image with an image viewer, or ``np.load`` for raw ones):
-
-- ``00000000.png``, ``00000001.png``, ... (compression ``png``, 8/16-bit,
-  gray/gray+alpha/RGB/RGBA) or ``00000000.npy``, ... (compression ``none``:
-  NumPy ``.npy`` files, no pickle); the name is the zero-padded image index;
-- ``imgbench.json``: format, version, backend, compression, level, count,
-  attrs, the labels flag, ``image_labels`` (one int per image when labelled),
-  ``images``: ``{"shape", "dtype"}`` when every image agrees, else
-  ``{"shapes": [...], "dtypes": [...]}`` per image (PNG cannot tell ``(H, W)``
-  from ``(H, W, 1)``; the sidecar can), and, when ``checksum`` is ``"xxh3_64"``,
-  ``image_checksums``: one string of 16 hex digits per image, concatenated in
-  index order; digits ``16*i`` to ``16*i+16`` are the xxh3-64 digest of image
-  ``i``'s raw little-endian C-order pixels, seeded with the image's label (0 when
-  unlabelled; a negative label as its two's-complement uint64), as
-  ``xxhash.xxh3_64_hexdigest(pixels, seed=label)`` prints it
-  (``np.frombuffer(bytes.fromhex(s), ">u8")`` gives them all). The seed makes the
-  digest cover ``image_labels`` too, which has no check of its own. Stores written
-  before checksums existed have neither key and stay checksum-less on append.
-
-The sidecar is the commit record: images are written first, synced, then the
-sidecar is replaced atomically, so a reader (or a crash) sees the store before or
-after an append, never in between. The digests live in the sidecar itself, so
-they are committed by that same rename as the count and the labels: no image is
-ever visible without its digest, nor a digest without its image. Files beyond
-``count`` are leftovers of an interrupted append and are overwritten by the next
-one. Encoding and decoding run on a thread pool using every core (libpng
-releases the GIL).
+Any image viewer opens the files (``np.load`` the raw ones); a JSON sidecar is the
+commit record. Layout: docs/formats/disk.md.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -43,33 +17,11 @@ import numpy as np
 from imgbench.core import atomic, checksum, codecs, ownfiles, parallel
 from imgbench.core.errors import CorruptStoreError, ImgbenchError, UnsupportedError
 from imgbench.core.images import DTYPE_CODES, dtype_from_code
+from imgbench.core.npyformat import npy_bytes, npy_decode
 from imgbench.core.store import Store, stack_if_uniform
 
 SIDECAR = "imgbench.json"
 _MAX_SIDECAR_BYTES = 1 << 30
-
-
-def _npy_bytes(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(image, dtype=image.dtype.newbyteorder("<")), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _npy_decode(data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    fp = io.BytesIO(data)
-    try:
-        version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            stored_shape, fortran, stored_dtype = np.lib.format.read_array_header_1_0(fp)
-        else:
-            stored_shape, fortran, stored_dtype = np.lib.format.read_array_header_2_0(fp)
-    except Exception as exc:  # numpy's header parser: ValueError, SyntaxError, tokenize.TokenError, ...
-        raise CorruptStoreError(f"stored .npy header is damaged: {type(exc).__name__}: {exc}") from None
-    if fortran or tuple(stored_shape) != tuple(shape) or np.dtype(stored_dtype) != np.dtype(dtype).newbyteorder("<"):
-        raise CorruptStoreError(
-            f"stored .npy holds {stored_shape} {stored_dtype}, the store recorded {shape} {np.dtype(dtype)}"
-        )
-    return codecs.CODECS["none"].decode(memoryview(data)[fp.tell() :], dtype, shape)
 
 
 class DiskStore(Store):
@@ -212,7 +164,7 @@ class DiskStore(Store):
         # writer swaps a new store in at the same path, our reads fail (the old
         # files are deleted) instead of returning the new store's pixels.
         self._dir = self.path
-        self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        self._dirfd = ownfiles.open_dir(self.path)
         try:
             return self._load(self.path)
         except BaseException:
@@ -231,12 +183,12 @@ class DiskStore(Store):
     def _write(self, images, labels, start, checksums=None) -> None:
         items = images if isinstance(images, list) else list(images)
         codec, level = codecs.CODECS[self.compression], self.level
-        encode = _npy_bytes if self.compression == "none" else (lambda im: codec.encode(im, level))
+        encode = npy_bytes if self.compression == "none" else (lambda im: codec.encode(im, level))
 
         def write(s: int, e: int) -> None:
             for j in range(s, e):
-                with open(self._file(start + j), "wb") as f:
-                    f.write(encode(items[j]))
+                # Never through a symlink: a leftover past the count may be one.
+                ownfiles.write_own(self._file(start + j), encode(items[j]))
 
         try:
             parallel.map_chunks(write, len(items), self.options["threads"], chunk=16)
@@ -310,7 +262,7 @@ class DiskStore(Store):
             raise CorruptStoreError(f"image {index}: {path} is a directory") from None
         dtype, shape = self._kind(index)
         if self.compression == "none":
-            return _npy_decode(data, dtype, shape)
+            return npy_decode(data, dtype, shape)
         try:
             return codecs.CODECS[self.compression].decode(data, dtype, shape)
         except CorruptStoreError as exc:

@@ -1,30 +1,7 @@
-"""LMDB backend: one key per image in a memory-mapped B-tree.
+"""LMDB backend: one key per image in a memory-mapped B-tree, for the fastest crash-safe random access.
 
-Layout (a directory, readable with plain ``lmdb.open(path, readonly=True)``):
-
-- named database ``images``: key ``struct.pack(">Q", i)`` (8-byte big-endian
-  index, so keys sort in image order and appends use ``MDB_APPEND``, which needs
-  the images alone in their database) -> value = 20-byte header + encoded bytes.
-  Header, little-endian ``<2sBBBBH3I``: magic ``b"IB"``, header version 1,
-  codec id (0 none, 1 png, 2 zstd), dtype id (1 uint8, 2 uint16, 3 int16,
-  4 float32), ndim (2 or 3), reserved 0, then H, W, C (C is 0 for 2-D).
-- main database, reserved keys: ``b"~imgbench/meta"`` -> JSON: format, version, backend, compression, level,
-  count, labels flag, attrs, ``uniform`` ({shape, dtype} when all agree) and
-  ``checksum`` (``"xxh3_64"``; absent in stores written before checksums).
-- ``b"~imgbench/labels/%08d" % k`` -> int64 little-endian labels of images
-  ``k*65536 .. (k+1)*65536-1``; only the last chunk is rewritten on append.
-- ``b"~imgbench/checksums/%08d" % k`` -> uint64 little-endian xxh3-64 digests
-  of the raw pixels (little-endian, C order) of images ``k*65536 ..
-  (k+1)*65536-1``, each seeded with the image's label (0 when unlabelled; a
-  negative label as its two's-complement uint64), so the label chunks are
-  checked too; chunked and appended like the labels; present exactly when
-  the metadata has ``checksum``. Read lazily, only for ``verify``/``checksums``.
-
-Every write is one transaction holding the images, their labels, their
-checksums and the new count, so readers (other processes, any time) see whole
-images only, never an image without its digest, and a killed writer leaves the
-store as of its last commit. LMDB allows one writer; imgbench also locks the
-directory so a second appender gets a clear error.
+Every write is one transaction (images, labels, checksums and the new count), so
+readers in other processes see whole commits only. Layout: docs/formats/lmdb.md.
 """
 
 from __future__ import annotations
@@ -33,7 +10,6 @@ import functools
 import json
 import math
 import os
-import stat
 import struct
 from itertools import islice
 from pathlib import Path
@@ -42,10 +18,11 @@ from typing import Any
 import lmdb
 import numpy as np
 
-from imgbench.core import codecs, parallel
+from imgbench.core import codecs, mapadvice, parallel
 from imgbench.core.errors import CorruptStoreError, ImgbenchError, UnsupportedError
 from imgbench.core.images import DTYPE_IDS, dtype_from_code, dtype_from_id
 from imgbench.core.store import Store, stack_if_uniform
+from imgbench.storage import lmdb_env
 
 META_KEY = b"~imgbench/meta"
 LABELS_PREFIX = b"~imgbench/labels/"
@@ -58,72 +35,6 @@ CODEC_IDS = {"none": 0, "png": 1, "zstd": 2}
 _CODEC_BY_ID = {v: k for k, v in CODEC_IDS.items()}
 _MIN_MAP = 64 << 20
 _ENCODE_BYTES = 64 << 20  # raw image bytes encoded per slice of a write
-
-
-# LMDB's locks are per process, so one environment must be opened once per
-# process (py-lmdb enforces it): readers and an appender in the same process
-# share it, counted. A forked child closes what it inherited, which LMDB allows
-# (mdb_env_close clears only reader slots of the calling pid, and unmaps the
-# child's own mapping) and which frees py-lmdb's "already open" guard so the
-# child can open its own environment.
-_SHARED: dict[tuple, list] = {}  # file identity -> [env, users, writable]
-
-
-def _libc_madvise():
-    """``madvise(addr, length, advice)`` from libc, or None off Linux."""
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
-    fn = libc.madvise
-    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    fn.restype = ctypes.c_int
-    return lambda addr, length, advice: fn(addr, length, advice)
-
-
-def _mapping_of(path: Path) -> tuple[int, int] | None:
-    """Start and length of this process's shared mapping of ``path`` (LMDB does not report it)."""
-    try:
-        st = os.stat(path)
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                fields = line.split()
-                if len(fields) >= 6 and fields[1].endswith("s") and int(fields[4]) == st.st_ino:
-                    major, minor = (int(x, 16) for x in fields[3].split(":"))
-                    if os.makedev(major, minor) == st.st_dev:
-                        start, end = (int(x, 16) for x in fields[0].split("-"))
-                        return start, end - start
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-_MADV_RANDOM, _MADV_SEQUENTIAL = 1, 2  # Linux <sys/mman.h>
-_madvise = _libc_madvise()
-
-
-def _forget_shared_after_fork() -> None:
-    for env, _users, _writable in _SHARED.values():
-        try:
-            env.close()
-        except Exception:
-            pass
-    _SHARED.clear()
-
-
-os.register_at_fork(after_in_child=_forget_shared_after_fork)
-
-
-def _identity(target: Path) -> tuple:
-    from lmdb import _envid
-
-    return _envid.env_keys(str(target), True)
 
 
 def _key(i: int) -> bytes:
@@ -243,87 +154,11 @@ class LMDBStore(Store):
                 f"{where}/data.mdb is truncated: {have} bytes, but its last page ends at byte {need}"
             )
 
-    @staticmethod
-    def _check_files(target: Path) -> None:
-        """Refuse an environment whose data.mdb or lock.mdb is a symlink or not a regular file.
-
-        LMDB opens both read-write (lock.mdb with O_CREAT) and follows symlinks,
-        and the first user of an environment truncates and rewrites lock.mdb as its
-        reader table: a store whose lock.mdb points elsewhere would make a plain
-        read overwrite a file outside the store. A FIFO would block the open. A
-        lock.mdb with other hard links is refused for the same reason. (A swap
-        between this check and the open remains possible; ``lock=False`` never
-        opens lock.mdb.)
-        """
-        for name in ("data.mdb", "lock.mdb"):
-            try:
-                st = os.lstat(target / name)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise ImgbenchError(f"cannot inspect {target / name}: {exc}") from None
-            if stat.S_ISLNK(st.st_mode):
-                raise CorruptStoreError(
-                    f"{target / name} is a symlink; imgbench does not follow links out of an LMDB store"
-                )
-            if not stat.S_ISREG(st.st_mode):
-                raise CorruptStoreError(f"{target / name} is not a regular file")
-            if name == "lock.mdb" and st.st_nlink > 1:
-                raise CorruptStoreError(
-                    f"{target / name} has {st.st_nlink} hard links; LMDB rewrites its lock file, so a shared "
-                    "one would clobber another file (delete lock.mdb while no process uses the store)"
-                )
-
     def _open_env(self, target: Path, readonly: bool, **kw: Any) -> lmdb.Environment:
-        self._check_files(target)
-        ident = _identity(target)
-        entry = _SHARED.get(ident) if ident else None
-        if entry is not None:
-            if not readonly and not entry[2]:
-                raise ImgbenchError(
-                    f"{target} is open read-only elsewhere in this process; close those readers before appending"
-                )
-            entry[1] += 1
-            return entry[0]
-        env = self._open_new_env(target, readonly, **kw)
-        _SHARED[_identity(target)] = [env, 1, not readonly]
-        return env
-
-    @staticmethod
-    def _release_env(env: lmdb.Environment | None) -> None:
-        for ident, entry in list(_SHARED.items()):
-            if entry[0] is env:
-                entry[1] -= 1
-                if entry[1] <= 0:
-                    del _SHARED[ident]
-                    env.close()
-                return
-        if env is not None:
-            env.close()
-
-    def _open_new_env(self, target: Path, readonly: bool, create: bool = False, **kw: Any) -> lmdb.Environment:
-        try:
-            return lmdb.open(
-                str(target),
-                readonly=readonly,
-                subdir=True,
-                create=create,
-                lock=self.options["lock"],
-                readahead=self.options["readahead"] is not False,
-                max_readers=self.options["max_readers"],
-                max_dbs=2,
-                **kw,
-            )
-        except lmdb.InvalidError as exc:
-            raise CorruptStoreError(f"{target} is not a valid LMDB environment: {exc}") from None
-        except lmdb.VersionMismatchError as exc:
-            raise CorruptStoreError(f"{target}: LMDB version mismatch: {exc}") from None
-        except (lmdb.ReadonlyError, PermissionError) as exc:
-            raise ImgbenchError(
-                f"cannot open {target}: {exc}; on read-only media pass lock=False (no writer may run meanwhile)"
-            ) from None
-        except lmdb.Error as exc:
-            raise CorruptStoreError(f"cannot open {target} as LMDB: {exc}") from None
+        return lmdb_env.acquire(
+            target, readonly, lock=self.options["lock"], readahead=self.options["readahead"] is not False,
+            max_readers=self.options["max_readers"], **kw,
+        )
 
     def _open_existing(self, target: Path, readonly: bool, **kw: Any) -> dict[str, Any]:
         env = self._open_env(target, readonly=readonly, **kw)
@@ -340,7 +175,7 @@ class LMDBStore(Store):
                 raise CorruptStoreError(f"{target}: the 'images' database is missing") from None
             self._check_meta_against_data(env, meta, target)
         except BaseException:
-            self._release_env(env)
+            lmdb_env.release(env)
             raise
         self._env = env
         return meta
@@ -519,14 +354,14 @@ class LMDBStore(Store):
 
     def _close_writer(self, commit: bool) -> None:
         if self._env is not None:
-            self._release_env(self._env)
+            lmdb_env.release(self._env)
             self._env = self._db = None
 
     # ------------------------------------------------------------ reading
     def _close_reader(self) -> None:
         self._advice = None
         if self._env is not None:
-            self._release_env(self._env)
+            lmdb_env.release(self._env)
             self._env = self._db = None
 
     def _reader_handles(self) -> Any:
@@ -543,12 +378,11 @@ class LMDBStore(Store):
         ~128 KiB nobody asked for and evicts what was cached. One ``madvise``
         per change of pattern, not per read.
         """
-        if self.options["readahead"] != "auto" or _madvise is None:
+        if self.options["readahead"] != "auto" or not mapadvice.AVAILABLE:
             return
         if self._advice is None or self._advice[2] != advice:
-            found = _mapping_of(self.path / "data.mdb")
+            found = mapadvice.advise(self.path / "data.mdb", advice)  # LMDB does not say where its map is
             if found is not None:
-                _madvise(found[0], found[1], advice)
                 self._advice = (*found, advice)
 
     def _read_txn(self) -> lmdb.Transaction:
@@ -584,8 +418,8 @@ class LMDBStore(Store):
 
     @_lmdb_reads
     def _get(self, index: int) -> np.ndarray:
-        if self._advice is None or self._advice[2] != _MADV_RANDOM:
-            self._advise(_MADV_RANDOM)
+        if self._advice is None or self._advice[2] != mapadvice.RANDOM:
+            self._advise(mapadvice.RANDOM)
         with self._read_txn() as txn:
             return self._decode(txn.get(_key(index), db=self._db), index)
 
@@ -595,7 +429,7 @@ class LMDBStore(Store):
         # MADV_RANDOM a cold range read faulted 4 KiB at a time, ~20x slower than read_many().
         idx = np.asarray(indices)
         run = len(idx) > 1 and bool((np.diff(idx) == 1).all())
-        self._advise(_MADV_SEQUENTIAL if run else _MADV_RANDOM)
+        self._advise(mapadvice.SEQUENTIAL if run else mapadvice.RANDOM)
         with self._read_txn() as txn:
             db = self._db
 
@@ -660,7 +494,7 @@ class LMDBStore(Store):
     @_lmdb_reads
     def _get_all(self) -> np.ndarray | list[np.ndarray]:
         n = self._count
-        self._advise(_MADV_SEQUENTIAL)
+        self._advise(mapadvice.SEQUENTIAL)
         with self._read_txn() as txn:
             cursor = txn.cursor(db=self._db)
             self._check_keys(txn, cursor)

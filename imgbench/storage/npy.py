@@ -1,46 +1,9 @@
-"""npy backend: raw pixels in one memory-mapped file, the physical-limit reference.
+"""npy backend: raw pixels in one memory-mapped file, the physical-limit reference as a real store.
 
-Layout (a directory, readable with plain numpy; every number little-endian):
-
-- ``data.bin``: every image's raw C-order bytes back to back, in image order,
-  nothing else (no header, no padding). A store of uniform images is exactly
-  ``np.memmap("data.bin", dtype, "r", shape=(count, *shape))``.
-- ``index.bin``: one 40-byte row per image, numpy structured dtype
-  ``[("offset", "<i8"), ("label", "<i8"), ("h", "<u4"), ("w", "<u4"),
-  ("c", "<u4"), ("dtype", "<u4"), ("checksum", "<u8")]``: byte offset of the
-  image in ``data.bin``, its label (0 when the store is unlabelled), its shape
-  (``c`` is 0 for a 2-D image), its dtype id (1 uint8, 2 uint16, 3 int16,
-  4 float32) and the xxh3-64 digest of its raw bytes as stored in ``data.bin``,
-  seeded with the image's label (0 when unlabelled; a negative label as its
-  two's-complement uint64), so the label column is checked too
-  (``xxhash.xxh3_64_intdigest(pixels, seed=label)``; 0 in a store whose commit
-  record has no ``checksum``). Read it with ``np.fromfile("index.bin", dtype, count=count)``.
-- ``imgbench-npy.json``, the commit record: format, version, backend,
-  compression (always ``none``), level, count, labels flag, attrs,
-  ``checksum`` (``"xxh3_64"``: the index's checksum column is valid), plus
-  ``data_bytes`` (committed length of ``data.bin``), ``index_dtype`` (the row
-  layout above, as ``dtype.descr``) and ``uniform`` (``{"shape", "dtype"}``
-  when every image agrees, else null).
-
-Crash safety: ``data.bin`` and ``index.bin`` are append-only. An append writes
-its pixels and index rows past the committed ends, fsyncs both, then replaces
-the commit record atomically (write a temporary, fsync, rename, fsync the
-directory). ``count`` and ``data_bytes`` in the commit record are the truth:
-bytes past them belong to an append that never committed; the next appender
-cuts them off and writes over them. An image's checksum lives in its index row,
-so the commit that makes the image count makes its digest count too. So a writer
-killed at any point leaves the store of its last commit, a reader never sees a
-partial image (nor one without its digest), and appending costs only the new
-bytes (``in_place_append``).
-
-Readers check that each file is at least as long as the commit record says
-*before* mapping ``data.bin`` and map exactly ``data_bytes``: touching mapped
-pages past the end of a file kills the process with SIGBUS, so a truncated
-store must be refused first. Images are returned as copies out of the map,
-never views, so closing the store never invalidates an array a caller holds.
-The index is validated as a whole on open (offsets contiguous from 0, shapes
-and dtype ids possible, sizes adding up to ``data_bytes``), so a hostile index
-is a CorruptStoreError and never an allocation bigger than the files.
+Nothing stands between the reader and the bytes (a uniform store is one
+``(N, H, W[, C])`` array over a map), yet the whole contract holds: labels,
+checksums, attrs, atomic ``w`` and crash-safe in-place append. Layout:
+docs/formats/npy.md.
 """
 
 from __future__ import annotations
@@ -56,7 +19,14 @@ import numpy as np
 
 from imgbench.core import atomic, ownfiles
 from imgbench.core.errors import CorruptStoreError, ImgbenchError, UnsupportedError
-from imgbench.core.images import DTYPE_CODES, DTYPE_IDS, dtype_from_code, dtype_from_id
+from imgbench.core.fileio import pread_exact, pwrite_all
+from imgbench.core.images import (
+    DTYPE_CODES,
+    DTYPE_IDS,
+    ITEMSIZE_BY_ID,
+    dtype_from_code,
+    dtype_from_id,
+)
 from imgbench.core.store import Store, check_meta, stack_if_uniform
 
 COMMIT = "imgbench-npy.json"
@@ -75,61 +45,10 @@ INDEX_DTYPE = np.dtype(
 )
 ROW = INDEX_DTYPE.itemsize  # 40
 _MAX_COMMIT_BYTES = 64 << 20  # the commit record holds attrs, not per-image data
-_IOV_MAX = 1024
-#: itemsize per dtype id (0 = invalid id)
-_ITEMSIZE = np.zeros(256, np.int64)
-for _dt, _id in DTYPE_IDS.items():
-    _ITEMSIZE[_id] = _dt.itemsize
 
 
 def _le(dtype: np.dtype) -> np.dtype:
     return np.dtype(dtype).newbyteorder("<")
-
-
-def _pwrite_all(fd: int, buffers: list[Any], offset: int) -> int:
-    """Write ``buffers`` back to back at ``offset``, finishing short writes; return the end offset.
-
-    A short write happens at a file-size limit or a full disk; the next call then
-    raises the OSError that explains it.
-    """
-    pending = [memoryview(b).cast("B") for b in buffers]
-    pending = [b for b in pending if len(b)]
-    k = 0
-    while k < len(pending):
-        if hasattr(os, "pwritev"):
-            n = os.pwritev(fd, pending[k : k + _IOV_MAX], offset)
-        else:  # platforms without pwritev: one buffer per call
-            n = os.pwrite(fd, pending[k], offset)
-        if n <= 0:
-            raise OSError(f"write returned {n} at offset {offset}")
-        offset += n
-        while n and k < len(pending):
-            size = len(pending[k])
-            if n >= size:
-                n -= size
-                k += 1
-            else:
-                pending[k] = pending[k][n:]
-                n = 0
-    return offset
-
-
-def _pread_exact(fd: int, nbytes: int, offset: int, what: str) -> np.ndarray:
-    """Read exactly ``nbytes`` (already checked against the file size) or raise CorruptStoreError."""
-    out = np.empty(nbytes, np.uint8)
-    view = memoryview(out)
-    done = 0
-    while done < nbytes:
-        if hasattr(os, "preadv"):
-            n = os.preadv(fd, [view[done:]], offset + done)
-        else:
-            chunk = os.pread(fd, nbytes - done, offset + done)
-            n = len(chunk)
-            view[done : done + n] = chunk
-        if n <= 0:
-            raise CorruptStoreError(f"{what} ended after {done} of {nbytes} bytes (truncated while open?)")
-        done += n
-    return out
 
 
 class NpyStore(Store):
@@ -244,14 +163,14 @@ class NpyStore(Store):
         # record and the files it describes come from the same store even if a
         # writer swaps a new store in at this path meanwhile.
         try:
-            dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            dirfd = ownfiles.open_dir(self.path)
         except NotADirectoryError:
             raise CorruptStoreError(f"{self.path} is not a directory; it is not an npy store") from None
         try:
             raw = self._read_commit(dirfd)
             meta = self._parse_commit(raw, self.path)
-            self._data_fd = self._open_file(DATA, dirfd)
-            self._index_fd = self._open_file(INDEX, dirfd)
+            self._data_fd = self._open_file(DATA, dirfd)[0]
+            self._index_fd = self._open_file(INDEX, dirfd)[0]
             self._map_data(meta["count"], meta["data_bytes"])
         except BaseException:
             self._close_reader()
@@ -260,13 +179,15 @@ class NpyStore(Store):
             os.close(dirfd)
         return meta
 
-    def _open_file(self, name: str, dirfd: int | None, where: Path | None = None, flags: int = ownfiles.OPEN_READ) -> int:
-        """Open a regular file of the store (a FIFO or device here must not block or map, a symlink
-        is never followed)."""
+    def _open_file(
+        self, name: str, dirfd: int | None, where: Path | None = None, flags: int = ownfiles.OPEN_READ
+    ) -> tuple[int, int]:
+        """(fd, size) of a regular file of the store (a FIFO or device here must not block or map, a
+        symlink is never followed)."""
         where = self.path if where is None else where
         what = f"{where}: {os.path.basename(name)}"
         try:
-            return ownfiles.open_own(name, dirfd, what, flags)[0]
+            return ownfiles.open_own(name, dirfd, what, flags, mode=0o644)
         except FileNotFoundError:
             raise CorruptStoreError(f"{what} is missing") from None
         except IsADirectoryError:
@@ -274,10 +195,13 @@ class NpyStore(Store):
 
     def _read_commit(self, dirfd: int, where: Path | None = None) -> bytes:
         where = self.path if where is None else where
-        with open(self._open_file(COMMIT, dirfd, where), "rb") as f:
-            if os.fstat(f.fileno()).st_size > _MAX_COMMIT_BYTES:
+        fd, size = self._open_file(COMMIT, dirfd, where)
+        try:
+            if size > _MAX_COMMIT_BYTES:
                 raise CorruptStoreError(f"{where / COMMIT} is implausibly large")
-            return f.read()
+            return ownfiles.read_fd(fd, size)
+        finally:
+            os.close(fd)
 
     def _map_data(self, count: int, data_bytes: int) -> None:
         self._check_sizes(self._data_fd, self._index_fd, data_bytes, count, self.path)
@@ -286,7 +210,7 @@ class NpyStore(Store):
             shape, dtype = self._uniform
             nbytes = math.prod(shape) * dtype.itemsize
             for i in {0, count - 1}:
-                row = _pread_exact(self._index_fd, ROW, i * ROW, str(self.path / INDEX)).view(INDEX_DTYPE)[0]
+                row = self._index_rows(1, i)[0]
                 dims = (int(row["h"]), int(row["w"])) + ((int(row["c"]),) if row["c"] else ())
                 if int(row["offset"]) != i * nbytes or dims != shape or int(row["dtype"]) != DTYPE_IDS[dtype]:
                     raise CorruptStoreError(f"{self.path / INDEX}: row {i} disagrees with the commit record")
@@ -302,9 +226,9 @@ class NpyStore(Store):
     def _load_rows(self, count: int, data_bytes: int) -> np.ndarray:
         """Read and validate the whole index of a ragged store (vectorised)."""
         where = self.path / INDEX
-        rows = _pread_exact(self._index_fd, count * ROW, 0, str(where)).view(INDEX_DTYPE)
+        rows = self._index_rows(count)
         ids = rows["dtype"]
-        itemsize = _ITEMSIZE[np.minimum(ids, 255)]
+        itemsize = ITEMSIZE_BY_ID[np.minimum(ids, 255)]
         h, w, c = (rows[k].astype(np.int64) for k in ("h", "w", "c"))
         bad = (ids > 255) | (itemsize == 0) | (h < 1) | (w < 1) | (c > 4)
         if bad.any():
@@ -329,7 +253,7 @@ class NpyStore(Store):
     def _open_appender(self, target: Path) -> dict[str, Any]:
         self._dir = target
         try:
-            dirfd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            dirfd = ownfiles.open_dir(target)
         except (FileNotFoundError, NotADirectoryError):
             raise CorruptStoreError(f"{target} is not a directory; it is not an npy store") from None
         try:
@@ -340,7 +264,7 @@ class NpyStore(Store):
         count, data_bytes = meta["count"], meta["data_bytes"]
         try:
             for attr, name in (("_data_fd", DATA), ("_index_fd", INDEX)):
-                setattr(self, attr, self._open_file(str(target / name), None, target, os.O_RDWR))
+                setattr(self, attr, self._open_file(str(target / name), None, target, os.O_RDWR)[0])
             self._check_sizes(self._data_fd, self._index_fd, data_bytes, count, target)
             # Cut off what an interrupted append left past the commit (we hold the
             # writer lock, and readers never look past the commit).
@@ -365,9 +289,8 @@ class NpyStore(Store):
     def _create(self, target: Path) -> None:
         target.mkdir()
         self._dir = target
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
-        self._data_fd = os.open(target / DATA, flags, 0o644)
-        self._index_fd = os.open(target / INDEX, flags, 0o644)
+        self._data_fd = self._open_file(str(target / DATA), None, target, ownfiles.CREATE_NEW)[0]
+        self._index_fd = self._open_file(str(target / INDEX), None, target, ownfiles.CREATE_NEW)[0]
         self._uniform = None
 
     # ------------------------------------------------------------ writing
@@ -402,8 +325,8 @@ class NpyStore(Store):
             rows["checksum"] = checksums
         try:
             # Pixels first, then their index rows; neither counts until the commit record says so.
-            end = _pwrite_all(self._data_fd, buffers, self._data_end)
-            _pwrite_all(self._index_fd, [rows], self._row_count * ROW)
+            end = pwrite_all(self._data_fd, buffers, self._data_end)
+            pwrite_all(self._index_fd, [rows], self._row_count * ROW)
         except OSError as exc:
             raise ImgbenchError(f"writing images to {self._dir} failed: {exc}") from exc
         if end != self._data_end + total:
@@ -490,19 +413,17 @@ class NpyStore(Store):
             return self._view.astype(self._uniform[1])  # one copy out of the map
         return stack_if_uniform([self._ragged_one(i) for i in range(self._count)])
 
+    def _index_rows(self, count: int, offset: int = 0) -> np.ndarray:
+        """``count`` rows of the index from row ``offset``, read now (a uniform reader never loads the
+        index). The file was checked to hold every row when the store was opened: a read that comes up
+        short now is a CorruptStoreError, not a short array."""
+        raw = pread_exact(self._index_fd, count * ROW, offset * ROW, str(self.path / INDEX))
+        return np.frombuffer(raw, INDEX_DTYPE)
+
     def _get_labels(self) -> np.ndarray | None:
-        n = self._count
-        rows = self._rows
-        if rows is None:
-            rows = _pread_exact(self._index_fd, n * ROW, 0, str(self.path / INDEX)).view(INDEX_DTYPE)
-        return rows["label"][:n].astype(np.int64)
+        rows = self._rows if self._rows is not None else self._index_rows(self._count)
+        return rows["label"][: self._count].astype(np.int64)
 
     def _get_checksums(self) -> np.ndarray | None:
-        # Read on demand (a uniform reader never loads the index): the file was
-        # checked to hold ``count`` rows when the store was opened, and a read that
-        # comes up short now is a CorruptStoreError, not a short array.
-        n = self._count
-        rows = self._rows
-        if rows is None:
-            rows = _pread_exact(self._index_fd, n * ROW, 0, str(self.path / INDEX)).view(INDEX_DTYPE)
-        return rows["checksum"][:n].astype(np.uint64)
+        rows = self._rows if self._rows is not None else self._index_rows(self._count)
+        return rows["checksum"][: self._count].astype(np.uint64)

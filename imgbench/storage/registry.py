@@ -15,11 +15,11 @@ from imgbench.core.errors import CorruptStoreError, UnsupportedError
 #: name -> ("module:Class", file suffixes that imply this backend)
 _BACKENDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "disk": ("imgbench.storage.disk:DiskStore", ()),
-    "hdf5": ("imgbench.storage.hdf5:HDF5Store", (".h5", ".hdf5")),
+    "hdf5": ("imgbench.storage.hdf5.store:HDF5Store", (".h5", ".hdf5")),
     "lmdb": ("imgbench.storage.lmdb:LMDBStore", (".lmdb",)),
     "npy": ("imgbench.storage.npy:NpyStore", ()),
-    "tar": ("imgbench.storage.tar:TarStore", ()),
-    "zarr": ("imgbench.storage.zarr:ZarrStore", (".zarr",)),
+    "tar": ("imgbench.storage.tar.store:TarStore", ()),
+    "zarr": ("imgbench.storage.zarr.store:ZarrStore", (".zarr",)),
 }
 _loaded: dict[str, type] = {}
 
