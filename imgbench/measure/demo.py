@@ -14,6 +14,7 @@ import numpy as np
 from imgbench.adapters import datasets
 from imgbench.api import open as open_store
 from imgbench.core.usage import disk_usage
+from imgbench.measure.harness import same_images
 from imgbench.storage.registry import backends, get
 
 
@@ -33,7 +34,7 @@ def run(out: Path, count: int = 2000, dataset: str = "cifar") -> list[dict]:
             with open_store(path) as store:
                 back = store.read_many()
                 t2 = time.perf_counter()
-                exact = bool(np.array_equal(back, images) and np.array_equal(store.labels, labels))
+                exact = same_images(back, images) and bool(np.array_equal(store.labels, labels))
             usage = disk_usage(path)
             rows.append(
                 {
