@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     tgt.add_argument("--markdown", action="store_true", help="print the table as GitHub markdown")
     tgt.add_argument("--json", metavar="FILE", help="also write every sample and the machine details as JSON")
     tgt.add_argument("--readme", metavar="FILE",
-                     help="also write the markdown table into FILE between its targets-table markers (README.md)")
+                     help="also write the markdown table into FILE between its targets-table markers (docs/performance.md)")
     tgt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tgt.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, meaningless figures
     tgt.set_defaults(func=_cmd_targets)
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     png.add_argument("--repeat", type=int, default=3, metavar="N", help="timed repeats, median kept (default: 3)")
     png.add_argument("--quick", action="store_true", help="few images: seconds, rough figures")
     png.add_argument("--readme", metavar="FILE",
-                     help="also write the tables into FILE between its png-levels markers (README.md)")
+                     help="also write the tables into FILE between its png-levels markers (docs/performance.md)")
     png.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     png.set_defaults(func=_cmd_png_levels)
 
