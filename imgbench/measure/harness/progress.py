@@ -26,16 +26,22 @@ def no_progress(advance: int, text: str) -> None:
 
 class ProgressBar:
     """A running bar: call it as a :data:`Progress` callback; ``advance`` and ``set_total`` serve
-    counts learnt late (convert finds its files first). Without a bar (quiet) every call does nothing."""
+    counts learnt late (convert finds its files first). The bar is drawn from the moment its total
+    is known, so an error found before any work (a missing folder) is the only line printed.
+    Without a bar (quiet) every call does nothing."""
 
-    def __init__(self, bar: Any = None, task: Any = None):
-        self._bar, self._task = bar, task
+    def __init__(self, description: str = "", enabled: bool = False):
+        self._description, self._enabled = description[:DESCRIPTION_WIDTH], enabled
+        self._bar: Any = None
+        self._task: Any = None
 
     def __call__(self, advance: int, text: str = "") -> None:
+        if text:
+            self._description = text[:DESCRIPTION_WIDTH]
         if self._bar is None:
             return
         if text:
-            self._bar.update(self._task, description=text[:DESCRIPTION_WIDTH])
+            self._bar.update(self._task, description=self._description)
         if advance:
             self._bar.advance(self._task, advance)
 
@@ -44,26 +50,48 @@ class ProgressBar:
         self(count)
 
     def set_total(self, total: int) -> None:
-        """The run's total, once known."""
-        if self._bar is not None:
+        """The run's total, once known: the bar appears."""
+        if not self._enabled:
+            return
+        if self._bar is None:
+            self._start(total)
+        else:
             self._bar.update(self._task, total=total)
+
+    def _start(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
+
+        self._bar = RichProgress(
+            TextColumn(f"[progress.description]{{task.description:<{DESCRIPTION_WIDTH}}}"),
+            BarColumn(bar_width=BAR_WIDTH), MofNCompleteColumn(), TimeRemainingColumn(elapsed_when_finished=True),
+            console=Console(file=sys.stderr),
+        )
+        self._task = self._bar.add_task(self._description, total=total)
+        self._bar.start()
+
+    def _stop(self, failed: bool) -> None:
+        if self._bar is None:
+            return
+        if failed:  # the error line stands alone: nothing of the bar is left
+            self._bar.update(self._task, visible=False)
+            self._bar.live.transient = True
+        else:
+            self._bar.update(self._task, description="done")
+        self._bar.stop()
 
 
 @contextmanager
 def progress_bar(total: int | None, description: str = "measuring", *, enabled: bool = True
                  ) -> Iterator[ProgressBar]:
     """A progress bar of ``total`` units (None: learnt later, :meth:`ProgressBar.set_total`) for the block."""
-    if not enabled:
-        yield ProgressBar()
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-    from rich.progress import Progress as RichProgress
-
-    with RichProgress(
-        TextColumn(f"[progress.description]{{task.description:<{DESCRIPTION_WIDTH}}}"), BarColumn(bar_width=BAR_WIDTH),
-        MofNCompleteColumn(), TimeRemainingColumn(elapsed_when_finished=True), console=Console(file=sys.stderr),
-    ) as bar:
-        task = bar.add_task(description[:DESCRIPTION_WIDTH], total=total)
-        yield ProgressBar(bar, task)
-        bar.update(task, description="done")
+    bar = ProgressBar(description, enabled)
+    if total is not None:
+        bar.set_total(total)
+    try:
+        yield bar
+    except BaseException:
+        bar._stop(failed=True)
+        raise
+    bar._stop(failed=False)
