@@ -1,6 +1,9 @@
-"""Shared fixtures: every backend and every compression, from the registry.
+"""Helpers shared by every test folder, and the run-wide pytest settings.
 
-Tests iterate over the registry, so a new backend is covered by registering it.
+The tree (tests/README.md): ``contract/`` runs the conformance suite on every backend of
+``imgbench.backends()`` through a per-backend kit (``contract/backends.py``, with the
+``backend``, ``kit`` and ``config`` fixtures in ``contract/conftest.py``); ``backends/`` holds
+what only one backend has; the other folders are areas (sharded, remote, bench, cli, adapters).
 """
 
 from __future__ import annotations
@@ -9,26 +12,44 @@ import numpy as np
 import pytest
 
 import imgbench
-from imgbench.storage import registry
 
-BACKENDS = imgbench.backends()
-CONFIGS = [(b, c) for b in BACKENDS for c in registry.get(b).compressions]
 #: compressions that store every supported dtype bit-exactly (not PNG)
 RAW_CAPABLE = {"none", "zstd", "gzip", "lzf", "blosc"}
 
 
-def config_id(cfg: tuple[str, str]) -> str:
-    return f"{cfg[0]}-{cfg[1]}"
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """Timing for real (``--benchmark-enable``, as .ci/perf does) runs in this one process.
+
+    ``addopts`` spreads the suite over xdist workers; pytest-benchmark refuses to time under
+    xdist (it would disable every benchmark), so a benchmarking run turns the workers off.
+    """
+    if config.pluginmanager.hasplugin("xdist") and getattr(config.option, "benchmark_enable", False):
+        config.option.numprocesses = 0
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    return request.param
+#: started first, longest first: the tests and xdist groups that take from ~10 s to minutes on a
+#: busy 2-core machine, so that a run does not end with one worker finishing a long test alone
+START_FIRST = (
+    "tests/docs/test_site.py::test_every_page_renders_in_chromium",
+    "tests/bench/test_asv_suite.py",
+    "tests/remote/test_s3.py",
+    "tests/bench/test_compare.py::test_cli_compare_writes_report_and_json",
+    "tests/adapters/test_convert_dask.py",
+    "tests/adapters/test_torch.py::test_spawned_workers",
+    "tests/contract/test_crashes.py",
+)
 
 
-@pytest.fixture(params=CONFIGS, ids=config_id)
-def config(request) -> tuple[str, str]:
-    return request.param
+def pytest_collection_modifyitems(config, items):
+    """Start the long tests first (see START_FIRST), then the other slow ones; otherwise collection order."""
+    def rank(item) -> int:
+        for k, prefix in enumerate(START_FIRST):
+            if item.nodeid.startswith(prefix):
+                return k
+        return len(START_FIRST) + (item.get_closest_marker("slow") is None)
+
+    items.sort(key=rank)  # stable: the same order on every xdist worker
 
 
 def dtypes_for(compression: str) -> list[np.dtype]:

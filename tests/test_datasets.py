@@ -5,6 +5,8 @@ from __future__ import annotations
 import imagecodecs
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imgbench import UnsupportedError, datasets
 
@@ -54,3 +56,11 @@ def test_generate_by_name_and_labels():
         datasets.generate("mnist", 1)
     labels = datasets.labels(1000, classes=10)
     assert labels.dtype == np.int64 and set(labels.tolist()) == set(range(10))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), start=st.integers(0, 100))
+def test_datasets_depend_only_on_index(n, start):
+    whole = datasets.photos(start + n, shape=(8, 8, 3))
+    assert np.array_equal(datasets.photos(n, shape=(8, 8, 3), start=start), whole[start:])
+    assert np.array_equal(datasets.labels(n, start=start), datasets.labels(start + n)[start:])

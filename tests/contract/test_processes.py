@@ -1,26 +1,26 @@
-"""Concurrency across real processes, on every backend: readers during an append, a second appender.
+"""Concurrency across real processes, on every backend: fork and spawn readers, readers during an
+append, a second appender.
 
-Complements ``tests/test_processes.py`` (fork/spawn readers, writers killed in w/x/a, readers in
-the test process during an append) and ``tests/test_modes.py::test_second_appender_gets_a_clear_error``
-(same process). Here every reader and writer is its own interpreter:
-
+- readers survive ``fork`` and pickle to ``spawn`` workers, reopening their handles lazily;
 - readers opened *before* an append keep reading exactly the images they opened with while another
   process appends (for hdf5, whose appends are copy-on-write, the reader keeps the old file open:
   the path's inode changes under it and it does not notice);
 - readers that open the store again and again during the append always see a count the appender
-  committed (never less than before, never a partial image) with every image whole;
+  committed (never less than before, never a partial image) with every image whole (other processes
+  with an appender that does not sync; this process with one that syncs every flush, the default);
 - a second appender in another process gets ``StoreLockedError`` and changes nothing, while the
   first holds the store; the lock dies with its holder (kill -9), so the next appender proceeds.
 
-Writers killed at random points while readers read: ``tests/test_reliability_kill.py``.
+Every reader and writer here is its own interpreter (or a forked/spawned child). The same rules in
+one process: ``test_modes.py``; writers killed at random points: ``test_crashes.py``.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import pickle
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -29,7 +29,8 @@ import pytest
 
 import imgbench
 
-from .conftest import BACKENDS, store_path
+from .. import scripts
+from ..conftest import forked_results, same, store_path
 
 SHAPE = (24, 20, 3)
 
@@ -39,9 +40,48 @@ def image(i: int) -> np.ndarray:
     return np.random.default_rng(i).integers(0, 256, SHAPE, dtype=np.uint8)
 
 
-def build(path, backend: str, n: int) -> None:
+def build(path, backend: str, n: int, start: int = 0) -> None:
     with imgbench.open(path, "w", backend=backend) as s:
-        s.extend(np.stack([image(i) for i in range(n)]), labels=np.arange(n))
+        s.extend(np.stack([image(start + i) for i in range(n)]), labels=np.arange(start, start + n))
+
+
+def _read_all_digest(store) -> list:
+    return [int(store[i].astype(np.int64).sum()) for i in range(len(store))]
+
+
+def _child_read(store, queue):
+    queue.put(_read_all_digest(store))
+
+
+def test_reader_survives_fork(tmp_path, backend):
+    path = store_path(tmp_path, backend)
+    build(path, backend, 30)
+    with imgbench.open(path) as s:
+        expected = _read_all_digest(s)  # handles are open in the parent
+        results = forked_results(_child_read, s)
+        assert results == [expected, expected]
+        # The parent's handles still work after its children used and dropped theirs.
+        assert _read_all_digest(s) == expected
+        assert same(s.read_many([3, 1])[0], image(3))
+
+
+def _spawn_read(blob):
+    store = pickle.loads(blob)
+    return _read_all_digest(store), store.labels.tolist()
+
+
+def test_reader_pickles_to_spawned_workers(tmp_path, backend):
+    path = store_path(tmp_path, backend)
+    build(path, backend, 12)
+    with imgbench.open(path) as s:
+        expected = _read_all_digest(s)
+        blob = pickle.dumps(s)
+        assert len(blob) < 2000, "pickles carry the path and options, not the pixels"
+        clone = pickle.loads(blob)
+        assert len(clone) == 12 and clone.backend == backend
+        with mp.get_context("spawn").Pool(2) as pool:
+            results = pool.map(_spawn_read, [blob, blob])
+    assert results == [(expected, list(range(12)))] * 2
 
 
 COMMON = textwrap.dedent(
@@ -126,12 +166,12 @@ APPENDER = COMMON + textwrap.dedent(
 )
 
 
-def spawn(code: str, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def spawn(code: str, *args):
+    """``python -c code args`` in a process of its own (tests/scripts.py), stdin/stdout/stderr piped."""
+    return scripts.start(code, *args)
 
 
-def next_json(proc: subprocess.Popen) -> dict:
+def next_json(proc) -> dict:
     line = proc.stdout.readline()
     if not line:
         proc.wait(timeout=60)
@@ -139,13 +179,12 @@ def next_json(proc: subprocess.Popen) -> dict:
     return json.loads(line)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 120) -> dict:
+def finish(proc, timeout: float = 120) -> dict:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"exit {proc.returncode} ({signal.Signals(-proc.returncode).name if proc.returncode < 0 else ''}): {err[-2000:]}"
     return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_readers_in_other_processes_during_an_append(tmp_path, backend):
     path = store_path(tmp_path, backend)
     old = 10
@@ -183,6 +222,50 @@ def test_readers_in_other_processes_during_an_append(tmp_path, backend):
         assert np.array_equal(s.read_many(), np.stack([image(i) for i in range(old + 60)]))
 
 
+def check_whole_prefix(path, expected_prefix: int, allow_more: bool) -> int:
+    """Open the store; every image must be exactly image(i) with label i. Returns the count."""
+    with imgbench.open(path) as s:
+        n = len(s)
+        assert n >= expected_prefix if allow_more else n == expected_prefix
+        everything = s.read_many() if n else []
+        for i in range(n):
+            assert same(everything[i], image(i)), f"image {i} damaged"
+        if n:
+            assert s.labels.tolist() == list(range(n))
+    return n
+
+
+SYNC_APPENDER = textwrap.dedent(
+    """
+    import sys, numpy as np, imgbench
+    path, start, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    def image(i):
+        return np.random.default_rng(i).integers(0, 256, {shape}, dtype=np.uint8)
+    with imgbench.open(path, "a") as s:
+        print("started", flush=True)
+        for i in range(start, start + n):
+            s.append(image(i), label=i)
+            if i % 3 == 0:
+                s.flush()
+    print("closed", flush=True)
+    """
+).format(shape=SHAPE)
+
+
+def test_readers_in_other_processes_see_whole_images_during_append(tmp_path, backend):
+    """This process reads again and again while another appends with sync on (the default) and flushes often."""
+    path = store_path(tmp_path, backend)
+    build(path, backend, 5)
+    proc = spawn(SYNC_APPENDER, path, 5, 60)
+    assert proc.stdout.readline().strip() == "started"
+    seen = set()
+    while proc.poll() is None:
+        seen.add(check_whole_prefix(path, 5, allow_more=True))
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    assert check_whole_prefix(path, 65, allow_more=False) == 65
+    assert min(seen) >= 5
+
+
 HOLDER = COMMON + textwrap.dedent(
     """
     path = sys.argv[1]
@@ -217,7 +300,6 @@ def state(path) -> tuple[int, list]:
         return len(s), s.labels.tolist()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_second_appender_in_another_process_is_locked_out(tmp_path, backend):
     path = store_path(tmp_path, backend)
     build(path, backend, 5)
@@ -243,7 +325,6 @@ def test_second_appender_in_another_process_is_locked_out(tmp_path, backend):
     assert state(path) == (8, list(range(7)) + [99])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_lock_of_an_appender_killed_with_sigkill_is_released(tmp_path, backend):
     path = store_path(tmp_path, backend)
     build(path, backend, 5)

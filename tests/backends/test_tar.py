@@ -1,4 +1,9 @@
-"""Tar backend specifics: webdataset compatibility, shard rollover, append-only shards, hostile indexes."""
+"""The tar backend (WebDataset shards): webdataset compatibility, shard rollover, append-only shards, the index
+and its digests, damaged and hostile stores.
+
+Generic behaviour (modes, checksums, crashes, fork/pickle, full disk, fuzzing) is covered for
+every backend by ``tests/contract/``; this file looks inside the shards and the index.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,25 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import textwrap
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 import xxhash
 
 import imgbench
-from imgbench.storage import registry
-from imgbench.storage.tar import COMMIT, INDEX, INDEX_COLUMNS, TarStore, member_header
+from imgbench.adapters.integrity import verify
+from imgbench.core import checksum
+from imgbench.storage.tar import CHECKSUM, COMMIT, INDEX, INDEX_COLUMNS, member_header
 
-from .conftest import same, sample
+from .. import scripts
+from ..conftest import same, sample
+from ..contract.fuzzing import store_images
+from . import hostile
+from .hostile import assert_refused, probe
 
 wds = pytest.importorskip("webdataset")
 
@@ -132,17 +142,6 @@ def test_index_readable_without_imgbench(tmp_path):
         assert digests[i] == xxhash.xxh3_64_intdigest(image.tobytes(), seed=label & 0xFFFFFFFFFFFFFFFF)
 
 
-def test_detection_is_disjoint_from_disk(tmp_path):
-    build(tmp_path / "t", n=2)
-    with imgbench.open(tmp_path / "d", "w", backend="disk") as s:
-        s.append(np.zeros((2, 2), np.uint8))
-    assert registry.detect(tmp_path / "t") is TarStore
-    assert not TarStore.detect(tmp_path / "d")
-    assert registry.detect(tmp_path / "d").name == "disk"
-    with imgbench.open(tmp_path / "t") as s:
-        assert s.backend == "tar" and len(s) == 2
-
-
 # ------------------------------------------------------------------ shards
 def test_shards_roll_over_at_shard_bytes(tmp_path):
     one = images(1)[0]
@@ -209,7 +208,7 @@ def test_uncommitted_shards_of_a_dead_appender_are_ignored_then_replaced(tmp_pat
     batch = build(path, n=4, shard_bytes=4000)
     committed = shards(path)
     before = {n: (path / n).read_bytes() for n in committed}
-    subprocess.run([sys.executable, "-c", KILLED_APPENDER, str(path)], check=True)
+    scripts.run(KILLED_APPENDER, path, check=True, timeout=120)
     assert len(shards(path)) > len(committed), "the dead appender left shards behind"
     assert os.path.getsize(path / INDEX) > 4 * ROW, "and index rows"
     with imgbench.open(path) as s:
@@ -383,16 +382,6 @@ def test_count_larger_than_the_index_is_refused(tmp_path):
         imgbench.open(path)
 
 
-def test_newer_format_version_is_refused(tmp_path):
-    path = tmp_path / "v"
-    build(path, n=1)
-    meta = commit(path)
-    meta["version"] = 99
-    set_commit(path, meta)
-    with pytest.raises(imgbench.FormatVersionError, match="upgrade"):
-        imgbench.open(path)
-
-
 def test_png_bit_flip_and_npy_header_damage_are_detected(tmp_path):
     path = tmp_path / "png"
     build(path, n=4, compression="png")
@@ -427,3 +416,160 @@ def test_png_bit_flip_and_npy_header_damage_are_detected(tmp_path):
                 s[1]
             with pytest.raises(imgbench.CorruptStoreError):
                 s.read_many()
+
+
+def test_damaged_npy_header_is_corrupt(tmp_path):
+    path = tmp_path / "n"
+    ims = store_images("none")[:8]
+    with imgbench.open(path, "w", backend="tar", compression="none") as s:
+        s.extend(ims)
+    victim = next(path.glob("shard-*.tar"))
+    data = bytearray(victim.read_bytes())
+    at = data.index(b"'shape': (12, 10, 3)") + len(b"'shape': (12, 10, 3")
+    assert data[at : at + 1] == b")"
+    data[at] ^= 0x01
+    victim.write_bytes(bytes(data))
+    with pytest.raises(imgbench.CorruptStoreError):
+        with imgbench.open(path) as s:
+            s.read_many()
+
+
+# ------------------------------------------------------------------ checksums in the index
+def build_checksummed(path, compression, batch) -> None:
+    with imgbench.open(path, "w", backend="tar", compression=compression) as s:
+        s.extend(batch, labels=np.arange(len(batch)) * 2 + 1)
+
+
+def index_rows(path) -> np.ndarray:
+    return np.fromfile(path / INDEX, "<i8").reshape(-1, NCOL)
+
+
+def cli_verify(path) -> subprocess.CompletedProcess:
+    return scripts.run_cli("verify", "-q", path, timeout=120)
+
+
+@pytest.mark.parametrize("compression", ["png", "none"])
+def test_missing_or_short_checksums_are_corrupt(tmp_path, compression):
+    path = tmp_path / "s"
+    build_checksummed(path, compression, images(5))
+    good = commit(path)
+    # The digests are a column of the index: an index without them is a short index, refused at open.
+    data = (path / INDEX).read_bytes()
+    (path / INDEX).write_bytes(data[:-8])
+    with pytest.raises(imgbench.CorruptStoreError, match="truncated"):
+        imgbench.open(path)
+    assert cli_verify(path).returncode == 1
+    (path / INDEX).write_bytes(data)
+    # An index described with other columns (e.g. the 8 of a development version, no checksum) is refused.
+    meta = json.loads(json.dumps(good))
+    meta["index"]["columns"] = meta["index"]["columns"][:-1]
+    set_commit(path, meta)
+    with pytest.raises(imgbench.CorruptStoreError, match="index columns"):
+        imgbench.open(path)
+    del meta["index"]
+    set_commit(path, meta)
+    with pytest.raises(imgbench.CorruptStoreError, match="index columns"):
+        imgbench.open(path)
+    set_commit(path, good)
+    # A damaged digest is reported as that image's damage.
+    rows = index_rows(path)
+    rows[3, CHECKSUM] ^= 1
+    rows.astype("<i8").tofile(path / INDEX)
+    assert sorted(verify(path).damaged) == [3]
+    rows[3, CHECKSUM] ^= 1
+    rows.astype("<i8").tofile(path / INDEX)
+    assert verify(path).ok
+
+
+@pytest.mark.parametrize("compression", ["png", "none"])
+def test_store_written_without_checksums_reads_and_appends_without_them(tmp_path, compression):
+    """A record from before checksums (no "checksum", the column zero) opens, reads, verifies and stays so."""
+    path = tmp_path / "s"
+    batch = images(3)
+    build_checksummed(path, compression, batch)
+    meta = commit(path)
+    del meta["checksum"]
+    rows = index_rows(path)
+    rows[:, CHECKSUM] = 0
+    rows.astype("<i8").tofile(path / INDEX)
+    set_commit(path, meta)
+    with imgbench.open(path, verify=True) as s:
+        assert s.checksums is None and same(s.read_many(), batch) and same(s[1], batch[1])
+    report = verify(path)
+    assert report.ok and not report.checksummed
+    proc = cli_verify(path)
+    assert proc.returncode == 0 and "no per-image checksums" in proc.stdout
+    extra = images(2, start=9)
+    with imgbench.open(path, "a") as s:
+        s.extend(extra, labels=[5, 6])
+    meta = commit(path)
+    assert "checksum" not in meta and "image_checksums" not in meta and meta["count"] == 5
+    assert not index_rows(path)[:5, CHECKSUM].any()
+    with imgbench.open(path, verify=True) as s:
+        assert s.checksums is None and same(s.read_many(), np.concatenate([batch, extra]))
+    assert verify(path).ok
+
+
+@pytest.mark.parametrize("compression", ["png", "none"])
+def test_killed_appender_leaves_old_images_with_their_digests(tmp_path, compression):
+    """Digests are committed with the images in the index: a writer killed just before its record adds neither."""
+    path = tmp_path / "s"
+    batch = images(4)
+    build_checksummed(path, compression, batch)
+    labels = (np.arange(4) * 2 + 1).tolist()
+    scripts.run(KILLED_APPENDER, path, check=True, timeout=120)
+    with imgbench.open(path, verify=True) as s:
+        assert len(s) == 4 and np.array_equal(s.checksums, checksum.digests(batch, labels))
+        assert same(s.read_many(), batch) and s.labels.tolist() == labels
+    extra = images(2, start=40)
+    with imgbench.open(path, "a") as s:
+        s.extend(extra, labels=[1, 2])
+    with imgbench.open(path, verify=True) as s:
+        both = np.concatenate([batch, extra])
+        assert np.array_equal(s.checksums, checksum.digests(both, [*labels, 1, 2])) and same(s.read_many(), both)
+        assert s.labels.tolist() == [*labels, 1, 2]
+    assert verify(path).ok
+
+
+# ------------------------------------------------------------------ hostile stores (see hostile.py)
+def _tar_png_bomb(tmp_path: Path) -> Path:
+    path = hostile.build(tmp_path, "tar", "png")
+    cols = list(INDEX_COLUMNS)
+    rows = np.fromfile(path / INDEX, "<i8").reshape(-1, len(cols))
+    bomb = hostile.lying_png(*hostile.HUGE_PNG)
+    offset, size = int(rows[0, cols.index("offset")]), int(rows[0, cols.index("size")])
+    assert len(bomb) <= size
+    shard = path / json.loads((path / COMMIT).read_text())["shards"][0]["name"]
+    data = bytearray(shard.read_bytes())
+    data[offset : offset + len(bomb)] = bomb
+    shard.write_bytes(bytes(data))
+    rows[0, cols.index("size")] = len(bomb)
+    rows[0, cols.index("height")], rows[0, cols.index("width")] = hostile.HUGE_PNG
+    rows.astype("<i8").tofile(path / INDEX)
+    return path
+
+
+def test_png_declaring_a_huge_image_is_refused_without_allocating(tmp_path):
+    path = _tar_png_bomb(tmp_path)
+    assert_refused(probe(path, "one:0"))
+    assert_refused(probe(path, "bulk"))
+
+
+def test_tar_member_renamed_outside_the_store_is_damage_when_verifying(tmp_path):
+    """Readers use the index, not names; but webdataset/tar tools use names: a verified read must refuse."""
+    path = hostile.build(tmp_path, "tar", "none")
+    shard = next(path.glob("*.tar"))
+    data = bytearray(shard.read_bytes())
+    at = data.find(b"00000002.npy")
+    assert at >= 0
+    size = int(data[at + 124 : at + 135], 8)
+    data[at : at + 512] = member_header(b"../00000002.npy", size)  # a valid header, only the name lies
+    shard.write_bytes(bytes(data))
+    with imgbench.open(path) as s:
+        assert s[2].shape == hostile.SHAPE  # plain reads go by the index and still read the pixels
+    with imgbench.open(path, verify=True) as s:
+        assert s[1].shape == hostile.SHAPE
+        with pytest.raises(imgbench.CorruptStoreError, match="tar members of image 2"):
+            s[2]
+    report = verify(path)
+    assert not report.ok and list(report.damaged) == [2]

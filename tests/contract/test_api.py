@@ -8,7 +8,16 @@ import pytest
 import imgbench
 from imgbench.storage import registry
 
-from .conftest import BACKENDS, dtypes_for, same, sample, store_path
+from ..conftest import dtypes_for, same, sample, store_path
+from .backends import BACKENDS, KITS
+
+
+def test_every_registered_backend_has_a_kit():
+    """The conformance suite runs every registered backend through its kit (tests/contract/backends.py)."""
+    missing = [name for name in imgbench.backends() if name not in KITS]
+    assert not missing, f"registered backends without a conformance kit in tests/contract/backends.py: {missing}"
+    for name, kit in KITS.items():
+        assert kit.name == name and name in imgbench.backends(), f"kit {name!r} is for no registered backend"
 
 SHAPES = [(7, 5), (7, 5, 1), (6, 9, 2), (8, 4, 3), (5, 5, 4), (1, 1), (1, 13, 3)]
 
@@ -138,7 +147,9 @@ def test_indexing_errors(tmp_path, backend):
 
 
 def test_suffix_selects_backend_and_read_needs_no_backend(tmp_path):
-    for suffix, backend in ((".lmdb", "lmdb"), (".h5", "hdf5"), (".hdf5", "hdf5")):
+    named = [(kit.suffix, kit.name) for kit in KITS.values() if kit.suffix]
+    assert {(".lmdb", "lmdb"), (".h5", "hdf5")} <= set(named)
+    for suffix, backend in [*named, (".hdf5", "hdf5")]:
         path = tmp_path / f"s{suffix}"
         with imgbench.open(path, "w") as s:
             s.append(np.zeros((2, 2), np.uint8))
@@ -148,12 +159,12 @@ def test_suffix_selects_backend_and_read_needs_no_backend(tmp_path):
         imgbench.open(tmp_path / "plain", "w")
 
 
-def test_default_compressions(tmp_path):
-    expected = {"disk": "png", "lmdb": "none", "hdf5": "none"}
-    for backend, compression in expected.items():
-        with imgbench.open(store_path(tmp_path, backend, "d"), "w", backend=backend) as s:
-            assert s.compression == compression
-            assert compression == registry.get(backend).compressions[0]
+def test_default_compressions(tmp_path, kit):
+    expected = {"disk": "png", "lmdb": "none", "hdf5": "none"}  # docs/design.md
+    assert kit.default_compression == expected.get(kit.name, kit.default_compression)
+    with imgbench.open(kit.path(tmp_path, "d"), "w", backend=kit.name) as s:
+        assert s.compression == kit.default_compression
+        assert kit.default_compression == registry.get(kit.name).compressions[0]
 
 
 def test_levels_are_recorded(tmp_path):
@@ -204,7 +215,6 @@ def test_uniform_store_that_turns_ragged_on_append(tmp_path, backend):
         assert s.labels.tolist() == [0] * 50 + [9, 1, 1]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_big_endian_and_strided_input_is_stored_by_value(tmp_path, backend):
     path = store_path(tmp_path, backend)
     base = sample((10, 12), np.uint16)
@@ -218,16 +228,48 @@ def test_big_endian_and_strided_input_is_stored_by_value(tmp_path, backend):
         assert same(s[2], base)
 
 
-@pytest.mark.parametrize("compression", ["none", "zstd"])
-def test_lmdb_batch_written_in_slices_with_a_growing_map(tmp_path, monkeypatch, compression):
-    """A batch larger than the encode slice and the initial map still lands whole, in one commit."""
-    from imgbench.storage import lmdb as lmdb_backend
+def test_detection_recognises_only_its_own_stores(tmp_path, kit):
+    """Each backend's ``detect`` claims its own stores and no other backend's (registry.detect is unambiguous)."""
+    stores = {}
+    for other in BACKENDS:
+        stores[other] = KITS[other].path(tmp_path, f"s-{other}") if other in KITS else tmp_path / f"s-{other}"
+        with imgbench.open(stores[other], "w", backend=other) as s:
+            s.append(np.zeros((4, 4), np.uint8))
+    cls = registry.get(kit.name)
+    assert registry.detect(stores[kit.name]) is cls
+    for other, path in stores.items():
+        assert bool(cls.detect(path)) == (other == kit.name), (kit.name, other)
+    with imgbench.open(stores[kit.name]) as s:
+        assert s.backend == kit.name and len(s) == 1
 
-    monkeypatch.setattr(lmdb_backend, "_ENCODE_BYTES", 10_000)
-    batch = np.stack([sample((40, 40, 3), np.uint8, seed=i) for i in range(300)])  # 1.4 MB
-    path = tmp_path / "slices.lmdb"
-    with imgbench.open(path, "w", compression=compression, map_size=256 << 10) as s:
-        s.extend(batch, labels=np.arange(300))
-    with imgbench.open(path) as s:
-        assert same(s.read_many(), batch) and s.labels.tolist() == list(range(300))
-        assert same(s.read_many([299, 0]), batch[[299, 0]])
+
+def test_disk_usage_counts_one_file_per_image(tmp_path, kit):
+    path = kit.path(tmp_path)
+    with imgbench.open(path, "w", backend=kit.name) as s:
+        s.extend(np.zeros((25, 8, 8), np.uint8))
+    usage = imgbench.disk_usage(path)
+    assert usage["files"] == kit.expected_files(25)
+    assert usage["apparent"] >= 25 * 8 * 8 * (kit.name != "disk") and usage["allocated"] > 0
+
+
+def _refuse_unpickling(*args, **kwargs):
+    raise AssertionError("a store was unpickled: stored data must never run code when read")
+
+
+def test_reading_never_unpickles(tmp_path, config, monkeypatch):
+    """Every backend and codec: open, read everything, labels, attrs and checksums with pickle disabled."""
+    import pickle
+
+    backend, compression = config
+    path = tmp_path / f"s-{backend}"
+    images = [sample((6, 5, 3), np.uint8, seed=k) for k in range(4)] + [sample((7, 4), np.uint16)]
+    with imgbench.open(path, "w", backend=backend, compression=compression) as s:
+        s.extend(images, labels=[1, 2, 3, 4, 5])
+        s.attrs["note"] = {"nested": [1, "two"]}
+    for name in ("loads", "load", "Unpickler"):
+        monkeypatch.setattr(pickle, name, _refuse_unpickling)
+    with imgbench.open(path, verify=True) as s:
+        got = s.read_many()
+        assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, images))
+        assert list(s.labels) == [1, 2, 3, 4, 5] and s.attrs["note"] == {"nested": [1, "two"]}
+        assert s.checksums is not None and len(s.checksums) == 5

@@ -1,7 +1,12 @@
-"""Writers killed with SIGKILL at random points while readers in other processes keep reading.
+"""Writers killed with SIGKILL at random points, on every backend: the old store, or nothing, or whole new data.
 
-``tests/test_processes.py::test_writer_killed_at_random_points`` checks the store after each kill.
-This adds what readers see *meanwhile*: a reader process opens the store over and over during
+``test_writer_killed_at_random_points`` kills writers (``sync`` on, the default) and checks the
+store after each kill: ``w`` leaves the old store or the whole new one, ``x`` nothing or the whole
+new one, ``a`` every image it opened with plus whole flushed ones; the next writer of the path
+removes what the dead one left. The first run of each is timed to completion; the others are
+killed at random points within that time.
+
+``test_writers_killed_while_readers_read`` adds what readers see *meanwhile*: a reader process opens the store over and over during
 the kills and must only ever see a store the contract allows (``w``: the old store or the whole
 new one; ``x``: nothing or the whole new one; ``a``: a count some flush committed, never going
 back), every image whole and exact. Each kill is also followed by the next writer of the same
@@ -26,8 +31,81 @@ import pytest
 
 import imgbench
 
-from .conftest import BACKENDS, store_path
-from .test_reliability_processes import COMMON, build, finish, image, next_json, spawn
+from .. import scripts
+from ..conftest import store_path
+from .test_processes import COMMON, SHAPE, build, check_whole_prefix, finish, image, next_json, spawn
+
+
+SYNC_WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np, imgbench
+    path, backend, mode, start, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    def image(i):
+        return np.random.default_rng(i).integers(0, 256, {shape}, dtype=np.uint8)
+    s = imgbench.open(path, mode, backend=backend if mode != "a" else None)
+    print("started", flush=True)
+    for i in range(start, start + n):
+        s.append(image(i), label=i)
+        if i % 5 == 4:
+            s.flush()  # in 'w'/'x' this fills the hidden temporary, in 'a' it commits
+    s.close()
+    print("closed", flush=True)
+    """
+).format(shape=SHAPE)
+
+
+def run_and_kill(path, backend, mode, start, n, delay):
+    """Run a writer; SIGKILL it ``delay`` s after it starts writing (None: let it finish)."""
+    proc = scripts.start(SYNC_WRITER, path, backend, mode, start, n)
+    assert proc.stdout.readline().strip() == "started", proc.stderr.read()
+    t0 = time.perf_counter()
+    if delay is not None:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert delay is not None or proc.returncode == 0, err
+    return "closed" in out, time.perf_counter() - t0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["w", "x", "a"])
+def test_writer_killed_at_random_points(tmp_path, backend, mode):
+    """The first run is timed to completion; the others are killed at random points within that time."""
+    rng = random.Random(f"{backend}-{mode}")
+    duration = None
+    killed_midway = 0
+    for attempt in range(int(os.environ.get("IMGBENCH_KILL_ITERATIONS", 14))):
+        if attempt >= 6 and killed_midway >= 3:
+            break
+        path = store_path(tmp_path, backend, f"s{attempt}")
+        old = 0
+        if mode in ("w", "a"):
+            old = 10
+            build(path, backend, old)
+        delay = None if duration is None else rng.uniform(0.0, 0.8 * duration)
+        finished, elapsed = run_and_kill(path, backend, mode, old if mode == "a" else 0, 150, delay)
+        if finished:  # the writer outran the kill (a busy machine varies): aim earlier
+            duration = elapsed if duration is None else min(duration, elapsed) * 0.7
+        killed_midway += not finished
+        if mode == "x" and not os.path.lexists(path):
+            assert not finished
+        elif mode == "w":
+            n = check_whole_prefix(path, old, allow_more=True)
+            assert n in (old, 150), f"w must leave the old store or the whole new one, found {n} images"
+            assert n == 150 or not finished
+        elif mode == "x":
+            assert check_whole_prefix(path, 150, allow_more=False) == 150
+        else:
+            n = check_whole_prefix(path, old, allow_more=True)
+            assert n == old + 150 or not finished
+        leftovers = [p.name for p in tmp_path.iterdir() if ".imgbench-" in p.name and f"s{attempt}" in p.name]
+        # A killed writer may leave its hidden temporary; the next writer of that path removes it.
+        with imgbench.open(path, "w", backend=backend) as s:
+            s.append(image(0), label=0)
+        assert not [p for p in tmp_path.iterdir() if p.name in leftovers]
+    assert killed_midway >= 2, "too few writers were killed before finishing to test anything"
+
+
 
 ITERATIONS = int(os.environ.get("IMGBENCH_KILL_ITERATIONS", "2"))
 SEED = os.environ.get("IMGBENCH_KILL_SEED", "imgbench-kill")
@@ -37,7 +115,7 @@ WRITER = COMMON + textwrap.dedent(
     """
     path, backend, mode, start, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     # sync=False: a kill -9 is not a power loss (the page cache survives it), and a filesystem sync
-    # can take seconds on a busy machine; tests/test_processes.py kills writers with sync on
+    # can take seconds on a busy machine; test_writer_killed_at_random_points kills writers with sync on
     s = imgbench.open(path, mode, backend=None if mode == "a" else backend, sync=False)
     print(json.dumps({"started": True}), flush=True)
     for i in range(start, start + n):
@@ -93,7 +171,6 @@ def allowed_after_append(start: int) -> set[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode", ["w", "x", "a"])
 def test_writers_killed_while_readers_read(tmp_path, backend, mode):
     rng = random.Random(f"{SEED}-{backend}-{mode}")

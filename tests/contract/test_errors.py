@@ -8,7 +8,8 @@ import pytest
 import imgbench
 from imgbench.storage import registry
 
-from .conftest import sample, snapshot, store_path
+from ..conftest import sample, snapshot, store_path
+from .backends import CONFIGS, KITS, config_id
 
 BAD_IMAGES = [
     (np.zeros((4, 4), np.int64), "dtype int64"),
@@ -105,7 +106,7 @@ def test_labels_all_or_none(existing, tmp_path, backend):
             s.append(np.zeros((2, 2), np.uint8), label=2**63)
 
 
-@pytest.mark.parametrize("backend,compression", [("disk", "png"), ("lmdb", "png")])
+@pytest.mark.parametrize("backend,compression", [c for c in CONFIGS if c[1] == "png"], ids=config_id)
 @pytest.mark.parametrize("dtype", [np.int16, np.float32])
 def test_png_refuses_dtypes_it_cannot_hold(existing_png_factory, backend, compression, dtype):
     path = existing_png_factory(backend, compression)
@@ -145,12 +146,13 @@ def test_unknown_backend_compression_level_option_mode(tmp_path, backend):
 
 
 @pytest.mark.parametrize("backend,compression,bad", [
-    ("disk", "png", 10), ("disk", "png", -1), ("lmdb", "zstd", 0), ("lmdb", "zstd", 23),
-    ("hdf5", "gzip", 10), ("hdf5", "zstd", 99), ("hdf5", "lzf", 1), ("lmdb", "png", 2.5),
+    (kit.name, compression, bad) for kit in KITS.values() for compression, bad in kit.bad_levels
 ])
 def test_bad_levels(tmp_path, backend, compression, bad):
+    """Each kit lists levels its backend must refuse; refused before anything is written."""
     with pytest.raises(imgbench.UnsupportedError, match="level"):
         imgbench.open(store_path(tmp_path, backend), "w", backend=backend, compression=compression, level=bad)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_option_values(tmp_path):

@@ -1,18 +1,32 @@
-"""zarr backend specifics: shards not files, plain-zarr readability, codecs, damage and lies."""
+"""The zarr backend (v3, sharded): shards not files, plain-zarr readability, codecs, the digests array,
+damage, lies and hostile stores.
+
+Generic behaviour (modes, checksums, crashes, fork/pickle, full disk, fuzzing, bad levels) is
+covered for every backend by ``tests/contract/``; this file looks inside the arrays and shards.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
+import xxhash
 import zarr
 
 import imgbench
+from imgbench.adapters.integrity import verify
+from imgbench.cli import main
+from imgbench.core import checksum
 from imgbench.storage import zarr as zarr_backend
 
-from .conftest import same, sample, snapshot
+from ..conftest import same, sample, snapshot
+from ..contract.backends import ZarrKit, flip_bit
+from . import hostile
+from .hostile import assert_refused, probe
 
 COMPRESSIONS = ["none", "zstd", "blosc"]
 
@@ -147,14 +161,6 @@ def test_every_compression_round_trips_uniform_and_variable_images(tmp_path, com
         assert all(same(a, expected[i]) for a, i in zip(s.read_many(order), order))
     names = json.dumps(json.loads((path / "images" / "zarr.json").read_text())["codecs"])
     assert "crc32c" in names and (compression == "none" or compression in names)
-
-
-@pytest.mark.parametrize("compression,bad", [("zstd", 0), ("zstd", 23), ("blosc", -1), ("blosc", 10), ("blosc", 2.5),
-                                             ("none", 1)])
-def test_bad_levels_are_refused_before_writing(tmp_path, compression, bad):
-    with pytest.raises(imgbench.UnsupportedError, match="level"):
-        imgbench.open(tmp_path / "x.zarr", "w", compression=compression, level=bad)
-    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("options,match", [
@@ -325,3 +331,175 @@ def test_uncommitted_data_beyond_count_is_ignored_and_overwritten(tmp_path):
 
 def test_module_imports_the_real_zarr():
     assert zarr_backend.zarr.__name__ == "zarr" and hasattr(zarr_backend.zarr, "open_group")
+
+
+# ------------------------------------------------------------------ checksums: the layout
+def batch(n: int, shape=(16, 12, 3), dtype=np.uint8, seed: int = 0) -> np.ndarray:
+    return np.stack([sample(shape, dtype, seed=seed + i) for i in range(n)])
+
+def mixed(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Images of different shapes and dtypes (HDF5's ragged layout, zarr's ragged tail)."""
+    kinds = [((7, 5), np.uint8), ((9, 4, 3), np.uint16), ((3, 3, 4), np.float32), ((6, 8, 1), np.int16)]
+    return [sample(*kinds[i % len(kinds)], seed=seed + i) for i in range(n)]
+
+def zarr_build(path, images, compression, labels=True, **options):
+    with imgbench.open(path, "w", backend="zarr", compression=compression, **options) as s:
+        s.extend(images, labels=np.arange(len(images)) if labels else None)
+    return images
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_zarr_flip_in_a_shared_chunk_reports_each_image_it_held(tmp_path, compression):
+    path = tmp_path / f"s-{compression}.zarr"
+    images = zarr_build(path, batch(600), compression)  # default grid: many images per inner chunk
+    per = int(zarr.open_array(str(path / "images"), mode="r").chunks[0])
+    assert 1 < per < 300
+    shard, offset, nbytes = ZarrKit.chunk_location(path, "images", 1)
+    flip_bit(shard, offset + (nbytes - 4) // 2)
+    held = list(range(per, 2 * per))
+    report = verify(path)
+    assert sorted(report.damaged) == held
+    with imgbench.open(path, verify=True) as s:
+        with pytest.raises(imgbench.CorruptStoreError, match=rf"image {held[-1]}\b"):
+            s[held[-1]]
+        assert same(s[per - 1], images[per - 1]) and same(s[2 * per], images[2 * per])
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_zarr_bit_flip_in_the_ragged_tail(tmp_path, compression):
+    path = tmp_path / f"r-{compression}.zarr"
+    images = mixed(12)
+    zarr_build(path, images, compression)
+    # image 0 is the uniform run; 1.. are ragged, all in one 128 KiB chunk of 'data'
+    with imgbench.open(path) as s:
+        assert s._ucount == 1
+    shard, offset, nbytes = ZarrKit.chunk_location(path, "data", 0)
+    flip_bit(shard, offset + (nbytes - 4) // 2)
+    report = verify(path)
+    assert sorted(report.damaged) == list(range(1, 12))
+    with imgbench.open(path, verify=True) as s:
+        assert same(s[0], images[0])
+        with pytest.raises(imgbench.CorruptStoreError, match=r"image 5\b"):
+            s[5]
+
+def test_zarr_checksums_are_the_digests_and_plain_zarr_reads_them(tmp_path):
+    path = tmp_path / "d.zarr"
+    images = zarr_build(path, batch(30), "zstd")
+    with imgbench.open(path) as s:
+        sums = s.checksums
+        assert sums.dtype == np.uint64 and (sums == checksum.digests(images, np.arange(30))).all()
+    g = zarr.open_group(str(path), mode="r")
+    meta = g.attrs["imgbench"]
+    assert meta["checksum"] == "xxh3_64"
+    stored = g["checksums"][: meta["count"]]
+    labels = g["labels"][: meta["count"]]
+    assert labels[7] == 7
+    assert stored.dtype == np.dtype("<u8")
+    assert stored[7] == xxhash.xxh3_64_intdigest(images[7].tobytes(), seed=int(labels[7]))
+    items = mixed(10)
+    zarr_build(path, items, "blosc")
+    with imgbench.open(path, verify=True) as s:
+        assert (s.checksums == checksum.digests(items, np.arange(10))).all()
+        assert all(same(a, b) for a, b in zip(s.read_many(), items))
+
+def test_zarr_checksums_survive_appends_and_uncommitted_ones_are_ignored(tmp_path):
+    path = tmp_path / "a.zarr"
+    first = batch(10)
+    zarr_build(path, first, "none", shard_images=8, chunk_images=4)
+    second = batch(7, seed=100)
+    with imgbench.open(path, "a") as s:
+        s.extend(second, labels=np.arange(7))
+        s.flush()
+        s.extend(np.zeros((5, 16, 12, 3), np.uint8), labels=np.zeros(5, np.int64))
+        s._abort_quietly()  # a crash after writing these and their digests, before the commit record
+    assert zarr.open_array(str(path / "checksums"), mode="r").shape[0] == 22  # written beyond count
+    with imgbench.open(path, verify=True) as s:
+        assert len(s) == 17 and len(s.checksums) == 17
+        assert all(same(a, b) for a, b in zip(s.read_many(), list(first) + list(second)))
+    third = mixed(5, seed=200)
+    with imgbench.open(path, "a") as s:  # overwrites the uncommitted rows
+        s.extend(third, labels=np.arange(5))
+    everything = list(first) + list(second) + third
+    labels = list(range(10)) + list(range(7)) + list(range(5))
+    with imgbench.open(path, verify=True) as s:
+        assert (s.checksums == checksum.digests(everything, labels)).all()
+        assert all(same(a, b) for a, b in zip(s.read_many(), everything))
+        assert s.labels.tolist() == labels
+    assert verify(path).ok and main(["verify", "-q", str(path)]) == 0
+
+def test_zarr_missing_or_short_checksums_are_corrupt(tmp_path):
+    import shutil
+
+    path = tmp_path / "m.zarr"
+    zarr_build(path, batch(20), "none")
+    backup = tmp_path / "backup.zarr"
+    shutil.copytree(path, backup)
+    zarr.open_array(str(path / "checksums"), mode="r+").resize((19,))
+    with pytest.raises(imgbench.CorruptStoreError, match="'checksums' holds 19"):
+        imgbench.open(path)
+    assert not verify(path).ok and main(["verify", "-q", str(path)]) == 1
+    shutil.rmtree(path / "checksums")
+    with pytest.raises(imgbench.CorruptStoreError, match="'checksums' is missing"):
+        imgbench.open(path)
+    # Metadata present, shard gone: the store opens and reads, s.checksums fails.
+    shutil.rmtree(path)
+    shutil.copytree(backup, path)
+    for shard in (path / "checksums").glob("c.*"):
+        shard.unlink()
+    with imgbench.open(path) as s:
+        assert same(s[0], batch(20)[0])
+        with pytest.raises(imgbench.CorruptStoreError, match="missing"):
+            s.checksums
+    report = verify(path)
+    assert report.problems and not report.damaged
+
+
+# ------------------------------------------------------------------ hostile stores (see hostile.py)
+def _crc32c(data: bytes) -> bytes:
+    import google_crc32c
+
+    return struct.pack("<I", google_crc32c.value(data))
+
+def _zarr_replace_inner_chunk(array_dir: Path, payload: bytes) -> None:
+    """Swap inner chunk 0 of shard 0 for ``payload`` (+ its CRC-32C), rebuilding the shard index."""
+    arr = zarr.open_array(str(array_dir), mode="r")
+    per = arr.shards[0] // arr.chunks[0]
+    shard = next(p for p in array_dir.iterdir() if p.name.startswith("c."))
+    data = shard.read_bytes()
+    size = per * 16 + 4
+    index = np.frombuffer(data[-size:-4], "<u8").reshape(per, 2)
+    empty = 2**64 - 1
+    chunks = [None if int(o) == empty else data[int(o) : int(o) + int(n)] for o, n in index.tolist()]
+    chunks[0] = payload + _crc32c(payload)
+    body, new = b"", np.full((per, 2), empty, np.uint64)
+    for k, chunk in enumerate(chunks):
+        if chunk is not None:
+            new[k] = (len(body), len(chunk))
+            body += chunk
+    raw_index = new.astype("<u8").tobytes()
+    shard.write_bytes(body + raw_index + _crc32c(raw_index))
+
+def test_zarr_zstd_inner_chunk_bomb_is_refused(tmp_path):
+    path = hostile.build(tmp_path, "zarr", "zstd", labels=False)
+    _zarr_replace_inner_chunk(path / "images", hostile.zstd_rle(256 << 20))
+    assert_refused(probe(path, "one:1"))
+
+def test_zarr_zstd_inner_chunk_declaring_a_terabyte_is_refused(tmp_path):
+    path = hostile.build(tmp_path, "zarr", "zstd", labels=False)
+    frame = b"\x28\xb5\x2f\xfd" + bytes([0b11100000]) + struct.pack("<Q", 1 << 40) + b"\x01\x00\x00"
+    _zarr_replace_inner_chunk(path / "images", frame)
+    assert_refused(probe(path, "one:1"))
+
+
+@pytest.mark.parametrize("case", [c for c in hostile.SYMLINK_BUGS if c.startswith("zarr")])
+def test_store_files_symlinked_outside_the_store_are_not_followed(tmp_path, case):
+    hostile.assert_not_followed(*hostile.symlinked(tmp_path, case))
+
+
+@pytest.fixture(scope="module")
+def special_results(tmp_path_factory) -> dict[str, dict]:
+    """Every case that may block, probed at once: the hangs cost HANG_TIMEOUT once, not once each."""
+    return hostile.probe_at_once(tmp_path_factory, [c for c in hostile.SPECIAL_BUGS if c.startswith("zarr")])
+
+
+@pytest.mark.parametrize("case", [c for c in hostile.SPECIAL_BUGS if c.startswith("zarr")])
+def test_fifos_and_devices_in_a_store_are_refused_without_blocking(special_results, case):
+    assert_refused(special_results[case])

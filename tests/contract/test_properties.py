@@ -7,7 +7,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,7 +14,8 @@ from hypothesis.extra import numpy as hnp
 
 import imgbench
 
-from .conftest import CONFIGS, config_id, dtypes_for, same, store_path
+from ..conftest import same
+from .backends import CONFIGS, config_id, kit_for
 
 _counter = itertools.count()
 
@@ -33,14 +33,15 @@ def images(draw, dtypes):
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_any_images_round_trip(config):
     backend, compression = config
-    dtypes = dtypes_for(compression)
+    kit = kit_for(backend)
+    dtypes = kit.dtypes(compression)
 
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(batch=st.lists(images(dtypes), min_size=1, max_size=6), labelled=st.booleans(), data=st.data())
     def check(batch, labelled, data):
         workdir = Path(tempfile.mkdtemp(prefix="imgbench-prop-"))
         try:
-            path = store_path(workdir, backend, f"p{next(_counter)}")
+            path = kit.path(workdir, f"p{next(_counter)}")
             labels = data.draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=len(batch), max_size=len(batch)))
             with imgbench.open(path, "w", backend=backend, compression=compression) as s:
                 half = len(batch) // 2
@@ -61,13 +62,3 @@ def test_any_images_round_trip(config):
             shutil.rmtree(workdir, ignore_errors=True)
 
     check()
-
-
-@settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 40), start=st.integers(0, 100))
-def test_datasets_depend_only_on_index(n, start):
-    from imgbench import datasets
-
-    whole = datasets.photos(start + n, shape=(8, 8, 3))
-    assert np.array_equal(datasets.photos(n, shape=(8, 8, 3), start=start), whole[start:])
-    assert np.array_equal(datasets.labels(n, start=start), datasets.labels(start + n)[start:])

@@ -1,4 +1,4 @@
-"""Modes r/w/x/a and their atomicity, in one process (crashes: test_processes.py)."""
+"""Modes r/w/x/a and their atomicity, in one process (other processes: test_processes.py, kills: test_crashes.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 import imgbench
 
-from .conftest import same, sample, snapshot, store_path
+from .. import scripts
+from ..conftest import same, sample, snapshot, store_path
 
 
 def make(path, backend, n=5, seed=0, labels=True, **kw):
@@ -211,9 +212,6 @@ def test_closed_store_refuses_use(tmp_path, backend):
 
 
 def test_stale_temporaries_of_dead_writers_are_cleaned(tmp_path, backend):
-    import subprocess
-    import sys
-
     path = store_path(tmp_path, backend)
     code = (
         "import imgbench, numpy as np, os\n"
@@ -221,7 +219,7 @@ def test_stale_temporaries_of_dead_writers_are_cleaned(tmp_path, backend):
         "s.append(np.zeros((2, 2), np.uint8)); s.flush()\n"
         "os._exit(0)\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    scripts.run(code, check=True, timeout=120)
     assert len(siblings(path)) == 1 and not os.path.lexists(path)
     make(path, backend)
     assert siblings(path) == []
