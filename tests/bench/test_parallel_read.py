@@ -18,6 +18,9 @@ from imgbench import parallel_read, sharded
 from imgbench.cli import main
 from imgbench.measure import compare
 
+#: one worker runs this module: the parallel reads are measured once (module fixture)
+pytestmark = pytest.mark.xdist_group("parallel_read")
+
 
 def corrupt_second_half(path: str, start: int, stop: int):
     """A reader (run in the worker processes) that flips one pixel of every share not starting at 0."""

@@ -18,7 +18,7 @@ import pytest
 
 from tests.perf import gate
 
-HERE = Path(__file__).parent / "perf"
+HERE = Path(__file__).resolve().parents[1] / "perf"
 RECORDED = HERE / "recorded_run.json"
 
 

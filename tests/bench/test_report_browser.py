@@ -11,9 +11,10 @@ import pytest
 from imgbench.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)"
-)
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)"),
+    pytest.mark.xdist_group("report_browser"),  # one worker: the report page is built once (module fixture)
+]
 
 
 def chromium(tmp_path, *args):

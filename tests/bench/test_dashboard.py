@@ -13,8 +13,11 @@ import pytest
 
 from imgbench.present import asv_compare_view, dashboard
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
+
+#: one worker runs this module: the dashboard is built and served once (module fixtures)
+pytestmark = pytest.mark.xdist_group("dashboard")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 pytest.importorskip("asv", reason="asv is not installed (pip install asv==0.6.6; it is in the test extra)")

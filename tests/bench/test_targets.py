@@ -11,6 +11,9 @@ import pytest
 from imgbench.cli import main
 from imgbench.measure import targets
 
+#: one worker runs this module: the targets are measured once (module fixture)
+pytestmark = pytest.mark.xdist_group("targets")
+
 #: every gated target of the table in docs/design.md: (row key, dataset)
 GATED = {
     (f"{b}_{op}", d) for b in ("hdf5", "lmdb") for op in ("read_all", "write") for d in ("cifar", "cifar-large", "ct")

@@ -174,7 +174,7 @@ def test_mixed_size_source_round_trips(tmp_path):
 def test_cli_compare_writes_report_and_json(tmp_path, capsys):
     out = tmp_path / "report"
     code = main(["compare", "--datasets", "cifar", "ct:32x32", "--counts", "4", "9", "--repeats", "2",
-                 "--backends", *imgbench.backends(), "--out", str(out), "-q"])
+                 "--random-reads", "20", "--backends", *imgbench.backends(), "--out", str(out), "-q"])
     assert code == 0
     text = capsys.readouterr().out
     assert "Fastest to read all" in text and "report.html" in text

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 asv_util = pytest.importorskip("asv.util", reason="asv is not installed (pip install asv==0.6.6; it is in the test extra)")
+
+#: one worker runs this module: one asv machine file and config (module fixture)
+pytestmark = pytest.mark.xdist_group("asv")
 
 
 @pytest.fixture(scope="module")
