@@ -68,7 +68,7 @@ def test_verify_survives_a_store_that_crashes_its_reader(tmp_path):
     import imgbench
     from imgbench.adapters.integrity import verify
 
-    from .contract.backends import lmdb_leaf_pages
+    from ..contract.backends import lmdb_leaf_pages
 
     path = tmp_path / "big.lmdb"
     rng = np.random.default_rng(0)

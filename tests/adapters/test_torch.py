@@ -21,7 +21,7 @@ from torch.utils.data import ConcatDataset, DataLoader  # noqa: E402
 import imgbench  # noqa: E402
 from imgbench.torch import StoreDataset  # noqa: E402
 
-from .conftest import sample  # noqa: E402
+from ..conftest import sample  # noqa: E402
 
 N = 23  # not a multiple of the batch size: the last batch is short
 BATCH = 5

@@ -28,6 +28,9 @@ from imgbench import cluster, sharded
 from imgbench.adapters import convert as conv
 from imgbench.cli import main
 
+#: one worker runs this module: one LocalCluster and one converted reference (module fixtures)
+pytestmark = pytest.mark.xdist_group("dask")
+
 CLASSES = ("cats", "dogs", "eels")
 N_FILES = 300
 
