@@ -260,6 +260,8 @@ def secret_image(tmp_path: Path, suffix: str) -> Path:
         target.write_bytes(imagecodecs.png_encode(secret))
     return target
 
+
+#: every symlink case (the tests of each backend take those named after it) and the bug it found (all fixed)
 SYMLINK_BUGS = {
     "disk png image": "imgbench/storage/disk.py _decode_file opens images without O_NOFOLLOW",
     "disk none image": "imgbench/storage/disk.py _decode_file opens images without O_NOFOLLOW",
@@ -312,6 +314,8 @@ def symlinked(tmp_path: Path, case: str) -> tuple[Path, Path]:
         raise AssertionError(case)
     return path, target
 
+
+#: every FIFO/device case (the tests of each backend take those named after it) and the bug it found (all fixed)
 SPECIAL_BUGS = {
     "disk image fifo": "imgbench/storage/disk.py _decode_file: open() of a FIFO blocks forever (no O_NONBLOCK, no S_ISREG check)",
     "disk image /dev/zero": "imgbench/storage/disk.py _decode_file: f.read() of /dev/zero never ends (unbounded allocation, MemoryError under RLIMIT_AS)",
