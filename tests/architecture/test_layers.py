@@ -24,30 +24,27 @@ def test_import_linter_contracts_are_kept():
     assert "0 broken" in out and "2 kept" in out, out[-4000:]
 
 
-def test_a_cycle_breaks_the_contract(tmp_path):
-    """The acyclic contract really fails on a cycle: copy the package, add one, run the linter."""
+def _lint_copy_with(tmp_path: Path, module: str, extra_import: str) -> subprocess.CompletedProcess:
+    """Run the linter on a copy of the package where ``module`` (a path under imgbench/) gains one import."""
     exe = shutil.which("lint-imports")
     if exe is None:
         pytest.skip("import-linter is not installed (pip install '.[test]')")
     shutil.copytree(ROOT / "imgbench", tmp_path / "imgbench", ignore=shutil.ignore_patterns("_vendor", "__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    core_errors = tmp_path / "imgbench" / "core" / "errors.py"
-    core_errors.write_text(core_errors.read_text() + "\nfrom imgbench.core import atomic  # noqa: E402\n")
+    target = tmp_path / "imgbench" / module
+    target.write_text(target.read_text() + f"\n{extra_import}  # noqa: E402\n")
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_a_cycle_breaks_the_contract(tmp_path):
+    """The acyclic contract really fails on a cycle: core.errors importing core.atomic, which imports errors."""
+    proc = _lint_copy_with(tmp_path, "core/errors.py", "from imgbench.core import atomic")
     assert proc.returncode != 0 and "cycles" in proc.stdout.lower(), proc.stdout[-4000:]
 
 
 def test_a_layer_importing_upward_breaks_the_contract(tmp_path):
-    exe = shutil.which("lint-imports")
-    if exe is None:
-        pytest.skip("import-linter is not installed (pip install '.[test]')")
-    shutil.copytree(ROOT / "imgbench", tmp_path / "imgbench", ignore=shutil.ignore_patterns("_vendor", "__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    usage = tmp_path / "imgbench" / "core" / "usage.py"
-    usage.write_text(usage.read_text() + "\nfrom imgbench.storage import registry  # noqa: E402\n")
-    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    proc = _lint_copy_with(tmp_path, "core/usage.py", "from imgbench.storage import registry")
     assert proc.returncode != 0 and "imgbench.core.usage -> imgbench.storage.registry" in proc.stdout, proc.stdout[-4000:]
 
 
