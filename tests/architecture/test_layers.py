@@ -52,6 +52,7 @@ def test_a_layer_importing_upward_breaks_the_contract(tmp_path):
 ALIASES = {
     "imgbench.torch": "imgbench.adapters.torch",
     "imgbench.cluster": "imgbench.adapters.cluster",
+    "imgbench.convert": "imgbench.adapters.convert",
     "imgbench.datasets": "imgbench.adapters.datasets",
     "imgbench.parallel_read": "imgbench.measure.parallel_read",
     "imgbench.errors": "imgbench.core.errors",
