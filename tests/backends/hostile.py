@@ -268,8 +268,8 @@ SYMLINK_BUGS = {
     "disk sidecar": "imgbench/storage/disk.py _load reads imgbench.json through the symlink",
     "npy data.bin": "imgbench/storage/npy.py _open_file opens without O_NOFOLLOW",
     "npy commit record": "imgbench/storage/npy.py _open_file opens without O_NOFOLLOW",
-    "zarr shard": "imgbench/storage/zarr.py _FileStore._open_key opens without O_NOFOLLOW",
-    "zarr record": "imgbench/storage/zarr.py _FileStore._open_key / ZarrStore.detect follow the symlink",
+    "zarr shard": "imgbench/storage/zarr/localstore.py FileStore._open_key opens without O_NOFOLLOW",
+    "zarr record": "imgbench/storage/zarr/localstore.py FileStore._open_key / ZarrStore.detect follow the symlink",
     "lmdb data.mdb": "imgbench/storage/lmdb.py opens the environment without checking its files are not symlinks",
 }
 
@@ -319,8 +319,8 @@ def symlinked(tmp_path: Path, case: str) -> tuple[Path, Path]:
 SPECIAL_BUGS = {
     "disk image fifo": "imgbench/storage/disk.py _decode_file: open() of a FIFO blocks forever (no O_NONBLOCK, no S_ISREG check)",
     "disk image /dev/zero": "imgbench/storage/disk.py _decode_file: f.read() of /dev/zero never ends (unbounded allocation, MemoryError under RLIMIT_AS)",
-    "zarr shard fifo": "imgbench/storage/zarr.py _FileStore._open_key: os.open of a FIFO blocks forever (no O_NONBLOCK, no S_ISREG check)",
-    "zarr record fifo": "imgbench/storage/zarr.py ZarrStore.detect: open(zarr.json) of a FIFO blocks forever, so every imgbench.open() of the directory hangs in registry.detect",
+    "zarr shard fifo": "imgbench/storage/zarr/localstore.py FileStore._open_key: os.open of a FIFO blocks forever (no O_NONBLOCK, no S_ISREG check)",
+    "zarr record fifo": "imgbench/storage/zarr/store.py ZarrStore.detect: open(zarr.json) of a FIFO blocks forever, so every imgbench.open() of the directory hangs in registry.detect",
 }
 
 def special(tmp_path: Path, case: str) -> Path:

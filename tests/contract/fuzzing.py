@@ -272,8 +272,6 @@ KNOWN_LEAKS = {
         "tests/backends/test_disk.py::test_disk_sidecar_with_a_damaged_key_is_corrupt",
     ("numpy/lib/_format_impl.py", "tokenize.TokenError"):
         "tests/backends/test_disk.py and test_tar.py::test_damaged_npy_header_is_corrupt",
-    ("imgbench/storage/hdf5.py", "builtins.AttributeError"):
-        "tests/backends/test_hdf5.py::test_hdf5_object_that_is_not_a_dataset_is_corrupt",
 }
 
 

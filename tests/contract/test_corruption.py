@@ -85,7 +85,7 @@ def test_damaged_store_reads_exact_or_raises_corrupt(worker, pristine, tmp_path,
 
 # ------------------------------------------------------------------ labels
 LABELS_ONLY_GAP = pytest.mark.xfail(strict=True, reason=(
-    "GAP imgbench/store.py Store.labels: with verify=True the labels are checked only through the digests "
+    "GAP imgbench/core/store.py Store.labels: with verify=True the labels are checked only through the digests "
     "of the images read with them (each digest is seeded with its label); `store.labels` read on its own "
     "(class counts, `imgbench info`, a sampler built before any image is read) returns a damaged label "
     "without an error. Fix: with verify, check the labels against the stored digests when they are first "
