@@ -7,10 +7,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from imgbench.api import detect
 from imgbench.api import open as open_store
 from imgbench.core import errors, transport
 from imgbench.core.errors import CorruptStoreError
 from imgbench.core.usage import disk_usage
+
+
+class NotAStoreError(errors.ImgbenchError):
+    """``imgbench verify`` was given a path that no backend recognises (bad input: exit 2, not damage)."""
 
 
 def describe(path: str | os.PathLike) -> dict[str, Any]:
@@ -61,12 +66,25 @@ def verify(path: str | os.PathLike, progress: bool = False, isolate: bool = Fals
     reader with SIGBUS/SIGSEGV; the child's death is then reported as damage
     at the image being read, and reading resumes after it in a fresh child.
     """
+    _check_is_store(path)
     if isolate:
         return _verify_isolated(path, progress)
     report = VerifyReport()
     for event in _verify_events(path, 0):
         _apply(report, event)
     return report
+
+
+def _check_is_store(path: str | os.PathLike) -> None:
+    """Raise (as ``imgbench info`` does) when no backend recognises ``path``: that is bad input, not damage."""
+    if transport.is_url(path) or not os.path.lexists(path):
+        return  # opening says what is wrong (missing store, remote errors)
+    from pathlib import Path
+
+    try:
+        detect(Path(path))
+    except CorruptStoreError as exc:
+        raise NotAStoreError(f"{exc} (imgbench verify checks imgbench stores only)") from None
 
 
 def _verify_events(path: str | os.PathLike, start: int):
