@@ -151,10 +151,10 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def builtin_dataset(
-    spec: str, counts: Sequence[int] | None = None, *, quick: bool = False, seed: int = 0
-) -> Dataset:
-    """A built-in dataset, ``NAME`` or ``NAME:SHAPE`` (e.g. ``cifar``, ``ct:256x256``, ``cifar:64x64x3``)."""
+def _builtin_spec(
+    spec: str, counts: Sequence[int] | None = None, *, quick: bool = False
+) -> tuple[str, dict, tuple[int, ...], list[int], int]:
+    """``NAME[:SHAPE]`` -> (name, info, shape, counts, bytes per image), validated; allocates nothing."""
     name, _, shape_text = spec.partition(":")
     if name not in datasets.BUILTIN:
         raise CompareError(f"unknown dataset {name!r}; choose from: {', '.join(datasets.BUILTIN)} (NAME[:HxW[xC]])")
@@ -163,7 +163,7 @@ def builtin_dataset(
     if info["kind"] == "ct_slices" and len(shape) != 2:
         raise CompareError(f"{name} images are 2-D slices: give HxW, not {shape_text}")
     itemsize = 2 if info["kind"] == "ct_slices" else 1
-    per_image = int(np.prod(shape)) * itemsize
+    per_image = int(np.prod(shape, dtype=object)) * itemsize
     if counts:
         counts = sorted(counts)
     else:
@@ -172,6 +172,52 @@ def builtin_dataset(
             QUICK_BUDGET if quick else DEFAULT_BUDGET,
             QUICK_MAX_COUNT if quick else MAX_DEFAULT_COUNT,
         )
+    return name, info, shape, list(counts), per_image
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM available now (MemAvailable of /proc/meminfo, else free pages), None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):,.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):,.1f} MiB"
+
+
+def check_memory(specs: Sequence[str], counts: Sequence[int] | None = None, *, quick: bool = False) -> None:
+    """CompareError, before anything is allocated, when the built-in datasets would not fit in available RAM."""
+    needs = []
+    for spec in dict.fromkeys(specs):
+        name, info, shape, cs, per_image = _builtin_spec(spec, counts, quick=quick)
+        dtype = "uint16" if info["kind"] == "ct_slices" else "uint8"
+        needs.append((spec, max(cs), shape, dtype, max(cs) * per_image))
+    total = sum(n for *_, n in needs)
+    available = available_memory()
+    if available is None or total <= available:
+        return
+    what = "; ".join(f"{spec}: {c:,} images of {'x'.join(map(str, shape))} {dtype}" for spec, c, shape, dtype, _ in needs)
+    raise CompareError(
+        f"the datasets need {_gib(total)} of memory ({what}) but only {_gib(available)} is available; "
+        "use smaller --counts or a smaller shape (e.g. ct:512x512)"
+    )
+
+
+def builtin_dataset(
+    spec: str, counts: Sequence[int] | None = None, *, quick: bool = False, seed: int = 0
+) -> Dataset:
+    """A built-in dataset, ``NAME`` or ``NAME:SHAPE`` (e.g. ``cifar``, ``ct:256x256``, ``cifar:64x64x3``)."""
+    name, info, shape, counts, _ = _builtin_spec(spec, counts, quick=quick)
+    shape_text = spec.partition(":")[2]
     n = max(counts)
     if info["kind"] == "photos":
         images = datasets.photos(n, shape=shape, seed=seed)
@@ -259,6 +305,8 @@ def make_plan(
     settings = settings_for(backends, compressions)
     parsed = parse_counts(counts) if counts else None
     workers = parallel_read.parse_workers(parallel_workers)
+    specs = list(datasets_) if datasets_ else ([] if source is not None else list(datasets.BUILTIN))
+    check_memory(specs, parsed, quick=quick)  # before allocating any dataset
     if out is not None:
         out_path = Path(os.fspath(out)).expanduser()
         if out_path.exists() and not out_path.is_dir():
@@ -270,7 +318,6 @@ def make_plan(
     chosen: list[Dataset] = []
     if source is not None:
         chosen.append(source_dataset(source, parsed, quick=quick))
-    specs = list(datasets_) if datasets_ else ([] if source is not None else list(datasets.BUILTIN))
     for spec in dict.fromkeys(specs):
         chosen.append(builtin_dataset(spec, parsed, quick=quick))
     return Plan(

@@ -41,3 +41,23 @@ def test_verify_on_a_damaged_store_still_exits_1(tmp_path, capsys):
     assert main(["verify", str(path), "-q"]) == 1
     assert "damaged" in capsys.readouterr().out
 
+
+def test_compare_dataset_too_big_for_memory_is_one_line_before_allocating(tmp_path, capsys, monkeypatch):
+    from imgbench.adapters import datasets
+    from imgbench.measure import compare_plan
+
+    def never(*a, **k):
+        raise AssertionError("allocated a dataset before checking memory")
+
+    monkeypatch.setattr(datasets, "ct_slices", never)
+    monkeypatch.setattr(datasets, "photos", never)
+    out = tmp_path / "rep"
+    argv = ["compare", "--datasets", "ct:99999x99999", "--counts", "10", "--backends", "npy", "--out", str(out), "-q"]
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert "186.3 GiB" in err and "available" in err and "--counts" in err
+    assert not out.exists()
+    monkeypatch.setattr(compare_plan, "available_memory", lambda: 1 << 20)
+    assert main(["compare", "--datasets", "cifar", "--counts", "1000", "--backends", "npy", "--out", str(out)]) == 2
+    assert "2.9 MiB" in _one_line_error(capsys)
+
