@@ -301,12 +301,13 @@ def parallel_table(results: dict[str, Any], dataset: str):
 def _bullets(lines: list[str]):
     """Findings as a list with a hanging indent, so a wrapped line stays under its bullet."""
     from rich.table import Table
+    from rich.text import Text
 
     grid = Table.grid(padding=(0, 1))
     grid.add_column(no_wrap=True)
     grid.add_column(overflow="fold")
     for line in lines:
-        grid.add_row("  •", line)
+        grid.add_row("  •", Text(line))  # plain text: no markup, no number highlighting (as before)
     return grid
 
 
@@ -325,7 +326,7 @@ def print_summary(results: dict[str, Any], console=None, out_dir: str | os.PathL
     for name in dataset_names(results):
         for table in summary_tables(results, name, console):
             console.print(table)
-        console.print(_bullets(advice.get(name, [])), highlight=False)
+        console.print(_bullets(advice.get(name, [])))
         console.print()
     skipped = [r for r in results["runs"] if r["status"] != "ok"]
     for name in dataset_names(results):
