@@ -148,6 +148,15 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _backend_choices() -> tuple[list[str], dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """Registered backends, the suffixes naming each, and the compressions each offers (default first)."""
+    import imgbench
+    from imgbench.storage import registry
+
+    names = list(imgbench.backends())
+    return names, {n: registry.suffixes(n) for n in names}, {n: tuple(registry.get(n).compressions) for n in names}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option is one line (no usage block), like every other error."""
 
@@ -197,9 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser("convert", help="copy a folder of images (or another store) into a store")
     conv.add_argument("src", help="folder of images (sub-folders = classes) or an existing store")
-    conv.add_argument("dst", help="new store; the suffix may name the backend (.lmdb, .h5)")
-    conv.add_argument("--backend", help="backend of the new store (needed unless DST's suffix says it)")
-    conv.add_argument("--compression", help="compression of the new store (default: the backend's)")
+    names, suffixes, offered = _backend_choices()
+    conv.add_argument("dst", help="new store; the suffix may name the backend: " + ", ".join(
+        f"{s} ({n})" for n in names for s in suffixes[n]))
+    conv.add_argument("--backend", choices=names, metavar="NAME",
+                      help=f"backend of the new store, one of: {', '.join(names)} (needed unless DST's suffix "
+                      "says it)")
+    conv.add_argument("--compression", choices=sorted({c for cs in offered.values() for c in cs}), metavar="NAME",
+                      help="compression of the new store (default: the backend's, listed first): "
+                      + "; ".join(f"{n}: {', '.join(offered[n])}" for n in names))
     conv.add_argument("--level", type=int, help="compression level, where the compression has one")
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it is an imgbench store")
     shard = conv.add_argument_group(

@@ -61,3 +61,22 @@ def test_compare_dataset_too_big_for_memory_is_one_line_before_allocating(tmp_pa
     assert main(["compare", "--datasets", "cifar", "--counts", "1000", "--backends", "npy", "--out", str(out)]) == 2
     assert "2.9 MiB" in _one_line_error(capsys)
 
+
+def test_convert_help_lists_every_backend_suffix_and_compression(capsys):
+    import pytest
+
+    from imgbench.storage import registry
+
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in imgbench.backends():
+        assert name in text
+        for suffix in registry.suffixes(name):
+            assert f"{suffix} ({name})" in text
+        assert f"{name}: {', '.join(registry.get(name).compressions)}" in text
+    with pytest.raises(SystemExit) as exit_:
+        main(["convert", "a", "b", "--backend", "nosuch"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "invalid choice" in err and "zarr" in err
