@@ -25,17 +25,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from imgbench.adapters.integrity import describe
+    from imgbench.adapters.integrity import describe, format_info
 
     info = describe(args.path)
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    disk = info.pop("disk")
-    for key, value in info.items():
-        print(f"{key:12} {value}")
-    print(f"{'disk':12} {disk['allocated'] / 1e6:.2f} MB allocated, {disk['apparent'] / 1e6:.2f} MB apparent, "
-          f"{disk['files']} files")
+    print(json.dumps(info, indent=2) if args.json else "\n".join(format_info(info)))
     return 0
 
 

@@ -14,6 +14,11 @@ from imgbench.core.errors import CorruptStoreError
 from imgbench.core.usage import disk_usage
 
 
+#: images whose shapes ``describe`` reads at most (evenly spaced), and distinct shapes it lists by name
+SHAPE_SAMPLE = 1000
+MAX_SHAPES = 10
+
+
 class NotAStoreError(errors.ImgbenchError):
     """``imgbench verify`` was given a path that no backend recognises (bad input: exit 2, not damage)."""
 
@@ -24,10 +29,14 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         n = len(store)
         kinds: Counter[str] = Counter()
         # Shapes of a sample, not all: info must stay instant on a million images.
-        step = max(1, n // 1000)
+        step = max(1, n // SHAPE_SAMPLE)
+        looked = 0
         for i in range(0, n, step):
             image = store[i]
             kinds[f"{'x'.join(map(str, image.shape))} {image.dtype}"] += 1
+            looked += 1
+        top = kinds.most_common(MAX_SHAPES)
+        rest = kinds.most_common()[MAX_SHAPES:]
         labels = store.labels
         return {
             "path": str(store.path),
@@ -35,13 +44,43 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "compression": store.compression,
             "level": store.level,
             "images": n,
-            "shapes": dict(kinds.most_common(5)) if step == 1 else {k: "sampled" for k, _ in kinds.most_common(5)},
+            # counts among the images looked at; they add up to shapes_looked_at with shapes_more
+            "shapes": dict(top),
+            "shapes_looked_at": looked,
+            "shapes_sampled": looked < n,
+            "shapes_more": {"shapes": len(rest), "images": sum(c for _, c in rest)},
             "labelled": labels is not None,
             "classes": int(len(set(labels.tolist()))) if labels is not None else 0,
             "attrs": store.attrs.to_dict(),
             **({"shards": store.shards} if hasattr(store, "shards") else {}),  # a sharded dataset
             "disk": transport.usage(path) if transport.is_url(path) else disk_usage(path),
         }
+
+
+def format_info(info: dict[str, Any]) -> list[str]:
+    """The lines ``imgbench info`` prints for :func:`describe`'s dict: shape counts that add up, sampling said."""
+    info = dict(info)
+    disk = info.pop("disk")
+    looked, sampled = info.pop("shapes_looked_at"), info.pop("shapes_sampled")
+    more = info.pop("shapes_more")
+    lines = []
+    for key, value in info.items():
+        if key != "shapes":
+            lines.append(f"{key:12} {value}")
+            continue
+        if not value:
+            lines.append(f"{'shapes':12} none (no images)")
+            continue
+        how = (f"sampled {looked:,} of {info['images']:,} images, evenly spaced" if sampled
+               else f"all {looked:,} images")
+        lines.append(f"{'shapes':12} {len(value) + more['shapes']:,} distinct ({how}):")
+        width = max(len(k) for k in value)
+        lines.extend(f"{'':12} {k:{width}}  {c:,}" for k, c in value.items())
+        if more["shapes"]:
+            lines.append(f"{'':12} and {more['shapes']:,} more shapes ({more['images']:,} images)")
+    lines.append(f"{'disk':12} {disk['allocated'] / 1e6:.2f} MB allocated, {disk['apparent'] / 1e6:.2f} MB apparent, "
+                 f"{disk['files']} files")
+    return lines
 
 
 @dataclass

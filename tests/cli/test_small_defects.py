@@ -80,3 +80,35 @@ def test_convert_help_lists_every_backend_suffix_and_compression(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "invalid choice" in err and "zarr" in err
+
+
+def test_info_shows_every_shape_or_says_how_many_more_and_counts_add_up(tmp_path, capsys):
+    import json
+
+    path = tmp_path / "mixed.lmdb"
+    with imgbench.open(path, "w") as store:
+        for i in range(14):
+            store.append(np.zeros((i + 1, 4, 3), np.uint8))
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert all(isinstance(c, int) for c in info["shapes"].values())
+    assert sum(info["shapes"].values()) + info["shapes_more"]["images"] == info["shapes_looked_at"] == 14
+    assert len(info["shapes"]) + info["shapes_more"]["shapes"] == 14 and info["shapes_sampled"] is False
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "14 distinct (all 14 images)" in out
+    assert f"and {info['shapes_more']['shapes']} more shapes ({info['shapes_more']['images']} images)" in out
+    assert "{" not in out.split("shapes", 1)[1].split("labelled")[0]
+
+
+def test_info_on_a_large_sharded_store_says_shapes_were_sampled(tmp_path, capsys):
+    src = tmp_path / "big"
+    with imgbench.open(src, "w", backend="npy") as store:
+        store.extend(np.zeros((2500, 8, 8, 3), np.uint8))
+    dst = tmp_path / "shd"
+    assert main(["convert", str(src), str(dst), "--backend", "lmdb", "--images-per-shard", "1000", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "sampled" in out and "'sampled'" not in out
+    assert "sampled 1,250 of 2,500 images" in out and "8x8x3 uint8  1,250" in out
