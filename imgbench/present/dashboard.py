@@ -66,7 +66,80 @@ def _project_root(start: Path | None = None) -> Path:
     for c in candidates:
         if (c / "asv.conf.json").is_file():
             return c
-    raise DashboardError("no asv.conf.json found (run from the imgbench repository or pass config=)")
+    raise DashboardError("no asv.conf.json found here or above: pass --results DIR (an asv results folder), "
+                         "or --config FILE, or run from the imgbench repository")
+
+
+def _find_conf(start: Path | None = None) -> Path | None:
+    """asv.conf.json from ``start`` upwards, then the cwd upwards, then the source checkout; None if none."""
+    try:
+        return _project_root(start) / "asv.conf.json"
+    except DashboardError:
+        return None
+
+
+#: the configuration used with ``--results`` when no asv.conf.json is found: no repository is needed
+_STANDALONE_CONF = {"version": 1, "project": "imgbench", "branches": ["main"], "dvcs": "imgbench-results-only",
+                    "benchmark_dir": "benchmarks"}
+
+#: ``python -c`` program: asv with a "repository" made of the results themselves (commits and dates from the
+#: result files), so ``asv publish`` runs with no git checkout of the benchmarked project.
+_RESULTS_ONLY_ASV = r"""
+import glob, json, os, sys
+from asv.repo import Repo
+
+class ResultsOnlyRepo(Repo):
+    dvcs = "imgbench-results-only"
+    _default_branch = "main"
+
+    def __init__(self, url, path):
+        self.url = self.path = url
+        self._dates = {}
+        for name in glob.glob(os.path.join(url, "*", "*.json")):
+            try:
+                with open(name, encoding="utf-8") as f:
+                    d = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(d, dict) and d.get("commit_hash"):
+                self._dates[d["commit_hash"]] = d.get("date") or 0
+
+    @classmethod
+    def url_match(cls, url):
+        return False
+
+    def pull(self):
+        pass
+
+    def get_tags(self):
+        return {}
+
+    def get_revisions(self, commits):
+        order = sorted(self._dates, key=lambda h: (self._dates[h], h))
+        return {h: i for i, h in enumerate(order) if h in commits}
+
+    def get_date_from_name(self, name):
+        return self._dates[name]
+
+    def get_branch_commits(self, branch):
+        return list(self._dates)
+
+    def get_hashes_from_range(self, range_spec):
+        return list(self._dates)
+
+    def get_range_spec(self, commit_a, commit_b):
+        return f"{commit_a}..{commit_b}"
+
+    def get_date(self, commit_hash):
+        return self._dates[commit_hash]
+
+    def get_name_from_hash(self, commit_hash):
+        return None
+
+from asv.main import main
+sys.argv = ["asv", *sys.argv[1:]]
+sys.exit(main())
+"""
 
 
 def _load_conf(path: Path) -> dict:
@@ -122,11 +195,22 @@ def build(
     found from the cwd upwards). ``serve=True`` then serves ``out`` on
     ``127.0.0.1:port`` until interrupted. Returns ``out``.
     """
-    conf_path = Path(config).resolve() if config else _project_root() / "asv.conf.json"
-    if not conf_path.is_file():
-        raise DashboardError(f"no asv configuration at {conf_path}")
-    root = conf_path.parent
-    conf = _load_conf(conf_path)
+    if config:
+        conf_path: Path | None = Path(config).resolve()
+    elif results:
+        conf_path = _find_conf(Path(results))
+    else:
+        conf_path = _project_root() / "asv.conf.json"
+    if conf_path is not None and not conf_path.is_file():
+        raise DashboardError(f"no asv configuration at {conf_path}: pass --config FILE (an asv.conf.json)")
+    standalone = conf_path is None  # --results outside any repository: publish from the results alone
+    root = conf_path.parent if conf_path is not None else Path(results).resolve()
+    conf = dict(_STANDALONE_CONF) if standalone else _load_conf(conf_path)
+    if standalone:
+        try:
+            import asv  # noqa: F401
+        except ImportError:
+            raise DashboardError("asv is not installed: pip install asv (the dashboard runs `asv publish`)") from None
     results_dir = Path(results).resolve() if results else (root / conf.get("results_dir", "results")).resolve()
     if not (results_dir / "benchmarks.json").is_file():
         raise DashboardError(f"no asv results in {results_dir} (expected benchmarks.json): run `asv run` first")
@@ -136,15 +220,22 @@ def build(
     if out.exists() and not out.is_dir():
         raise DashboardError(f"{out} exists and is not a directory")
 
-    conf["repo"] = str((root / conf.get("repo", ".")).resolve())
     conf["results_dir"] = str(results_dir)
     conf["html_dir"] = str(out)
-    conf["env_dir"] = str((root / conf.get("env_dir", ".asv/env")).resolve())
     with tempfile.TemporaryDirectory(prefix="imgbench-dashboard-") as tmp:
+        if standalone:
+            conf["repo"] = str(results_dir)
+            conf["env_dir"] = str(Path(tmp) / "env")
+            conf["benchmark_dir"] = str(Path(tmp) / "benchmarks")
+            asv = [sys.executable, "-c", _RESULTS_ONLY_ASV]
+        else:
+            conf["repo"] = str((root / conf.get("repo", ".")).resolve())
+            conf["env_dir"] = str((root / conf.get("env_dir", ".asv/env")).resolve())
+            asv = [sys.executable, "-m", "asv"]
         tmp_conf = Path(tmp) / "asv.conf.json"
         tmp_conf.write_text(json.dumps(conf))
-        cmd = [sys.executable, "-m", "asv", "publish", "--no-pull", "--config", str(tmp_conf)]
-        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+        cmd = [*asv, "publish", "--no-pull", "--config", str(tmp_conf)]
+        proc = subprocess.run(cmd, cwd=tmp if standalone else root, capture_output=True, text=True)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         raise DashboardError(f"asv publish failed: {detail[-1] if detail else proc.returncode}")

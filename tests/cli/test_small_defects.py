@@ -112,3 +112,39 @@ def test_info_on_a_large_sharded_store_says_shapes_were_sampled(tmp_path, capsys
     out = capsys.readouterr().out
     assert "sampled" in out and "'sampled'" not in out
     assert "sampled 1,250 of 2,500 images" in out and "8x8x3 uint8  1,250" in out
+
+
+def _outside_any_repository(tmp_path, monkeypatch):
+    """cwd and the package's own location both outside a checkout (as for a pip-installed imgbench)."""
+    from imgbench.present import dashboard
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(dashboard, "__file__", str(tmp_path / "site" / "imgbench" / "present" / "dashboard.py"))
+    return elsewhere
+
+
+def test_dashboard_with_results_works_from_any_folder(tmp_path, monkeypatch, capsys):
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    pytest.importorskip("asv")
+    repo_results = Path(__file__).resolve().parents[2] / "results"
+    if not (repo_results / "benchmarks.json").is_file():
+        pytest.skip("no committed asv results")
+    results = tmp_path / "copied-results"
+    shutil.copytree(repo_results, results)
+    _outside_any_repository(tmp_path, monkeypatch)
+    assert main(["dashboard", "--results", str(results), "--out", "dash"]) == 0, capsys.readouterr().err
+    out = Path("dash")
+    assert (out / "index.html").is_file() and (out / "compare.html").is_file()
+    assert (out / "graphs").is_dir() and "compare.html" in (out / "index.html").read_text()
+
+
+def test_dashboard_without_results_outside_a_repository_says_pass_results(tmp_path, monkeypatch, capsys):
+    _outside_any_repository(tmp_path, monkeypatch)
+    assert main(["dashboard", "--out", "dash"]) == 2
+    assert "--results" in _one_line_error(capsys)
