@@ -75,7 +75,24 @@ def remove_stale_temps(path: Path) -> None:
 
 
 def remove(path: Path) -> None:
-    """Remove a file or directory tree if it exists."""
+    """Remove a file or directory tree if it exists.
+
+    Finishes even when interrupted (Ctrl-C arriving mid-tree is re-raised once the tree is gone):
+    this is how aborting writers drop their temporaries, and half a temporary is still a leftover."""
+    interrupted: BaseException | None = None
+    for _ in range(5):  # a tree that a straggling writer refilled is removed again
+        try:
+            _remove_once(path)
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+            continue
+        if not os.path.lexists(path):
+            break
+    if interrupted is not None:
+        raise interrupted
+
+
+def _remove_once(path: Path) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -59,11 +59,33 @@ def map_chunks(fn: Callable[[int, int], Any], n: int, threads: int | None = None
     bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     if threads == 1 or len(bounds) <= 1:
         return [fn(s, e) for s, e in bounds]
-    futures = [_executor(threads).submit(fn, s, e) for s, e in bounds]
-    # Wait for every chunk before raising: a caller cleaning up after an error
-    # (removing a temporary store) must not race chunks still writing into it.
-    wait(futures)
+    futures = []
+    try:
+        pool = _executor(threads)
+        for s, e in bounds:
+            futures.append(pool.submit(fn, s, e))
+        # Wait for every chunk before raising: a caller cleaning up after an error
+        # (removing a temporary store) must not race chunks still writing into it.
+        wait(futures)
+    except BaseException:
+        # Interrupted here (Ctrl-C arrives in the main thread, which is waiting): chunks not
+        # started are dropped and running ones finish before the exception reaches the caller,
+        # whose clean-up (removing a temporary store) would otherwise race their writes.
+        _settle(futures)
+        raise
     return [f.result() for f in futures]
+
+
+def _settle(futures: list[Any]) -> None:
+    """Cancel the futures not started and wait for the running ones, through further interrupts."""
+    for f in futures:
+        f.cancel()
+    while True:
+        try:
+            wait(futures)
+            return
+        except BaseException:  # a second Ctrl-C: still wait, the first exception is re-raised
+            continue
 
 
 def map_items(fn: Callable[[T], Any], items: Sequence[T], threads: int | None = None, chunk: int = 32) -> list[Any]:

@@ -461,14 +461,19 @@ class Store(abc.ABC):
         self._closed = True
         self._pending = []
         self._pending_labels = []
+        interrupted: BaseException | None = None
         try:
             self._close_writer(commit=False)
         except Exception:
             pass
+        except BaseException as exc:  # Ctrl-C again: still remove the temporary, then let it through
+            interrupted = exc
         if self._tmp is not None:
             atomic.remove(self._tmp)
             self._tmp = None
         self._release_lock()
+        if interrupted is not None:
+            raise interrupted
 
     def _discard(self) -> None:
         """Undo a failed open, whatever the mode."""

@@ -60,6 +60,42 @@ def _positive_int(value: Any, name: str) -> None:
         raise UnsupportedError(f"{name} must be a positive integer or None, got {value!r}")
 
 
+def _run(coro: Any) -> Any:
+    """``zarr.core.sync.sync(coro)``; interrupted before zarr started it, the coroutine is closed
+    (not left to warn "coroutine ... was never awaited" under the one-line "interrupted")."""
+    import inspect
+
+    try:
+        return _zsync(coro)
+    except BaseException:
+        if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+            coro.close()
+        raise
+
+
+def _drain_zarr_loop() -> None:
+    """Wait until zarr's event-loop thread has finished the work it was given.
+
+    An interrupt (Ctrl-C) reaches the main thread while it waits in ``zarr.core.sync.sync``;
+    the coroutine it was waiting for keeps writing on zarr's loop thread. An aborting writer
+    waits for it here, or it would write into the temporary store after it was removed.
+    """
+    import asyncio
+
+    async def drain() -> None:
+        me = asyncio.current_task()
+        others = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        if others:
+            await asyncio.wait(others)
+
+    while True:
+        try:
+            _zsync(drain())
+            return
+        except Exception:
+            return
+        except BaseException:  # another Ctrl-C: keep waiting, the first one is on its way up
+            continue
 
 class ZarrStore(Store):
     name = "zarr"
@@ -84,6 +120,12 @@ class ZarrStore(Store):
             raise UnsupportedError(
                 f"a shard holds at most {MAX_INDEX_ENTRIES} inner chunks: lower shard_images or raise chunk_images"
             )
+
+    def _start_new(self) -> None:
+        # zarr's IO thread and event loop start before the temporary exists: a Ctrl-C that lands
+        # while asyncio builds the loop leaves a half-built loop that complains when collected.
+        zarr.core.sync._get_loop()
+        super()._start_new()
 
     def _check_level(self, compression: str, level: int | None) -> int | None:
         return check_level(compression, level, LEVELS[compression])
@@ -400,7 +442,7 @@ class ZarrStore(Store):
         doc = {"zarr_format": 3, "node_type": "group", "attributes": {"imgbench": record}}
         data = json.dumps(doc, indent=1).encode()
         store = self._store
-        self._writing_zarr("the commit record", lambda: _zsync(
+        self._writing_zarr("the commit record", lambda: _run(
             store.set(RECORD_KEY, default_buffer_prototype().buffer.from_bytes(data))))
 
     def _flush(self, meta) -> None:
@@ -416,6 +458,8 @@ class ZarrStore(Store):
             raise ImgbenchError(f"writing the commit record of {self.path} failed: {exc}") from exc
 
     def _close_writer(self, commit: bool) -> None:
+        if not commit and self._store is not None:
+            _drain_zarr_loop()
         self._arrays = {}
         self._store = None
 
