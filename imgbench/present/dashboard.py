@@ -82,64 +82,6 @@ def _find_conf(start: Path | None = None) -> Path | None:
 _STANDALONE_CONF = {"version": 1, "project": "imgbench", "branches": ["main"], "dvcs": "imgbench-results-only",
                     "benchmark_dir": "benchmarks"}
 
-#: ``python -c`` program: asv with a "repository" made of the results themselves (commits and dates from the
-#: result files), so ``asv publish`` runs with no git checkout of the benchmarked project.
-_RESULTS_ONLY_ASV = r"""
-import glob, json, os, sys
-from asv.repo import Repo
-
-class ResultsOnlyRepo(Repo):
-    dvcs = "imgbench-results-only"
-    _default_branch = "main"
-
-    def __init__(self, url, path):
-        self.url = self.path = url
-        self._dates = {}
-        for name in glob.glob(os.path.join(url, "*", "*.json")):
-            try:
-                with open(name, encoding="utf-8") as f:
-                    d = json.load(f)
-            except (OSError, ValueError):
-                continue
-            if isinstance(d, dict) and d.get("commit_hash"):
-                self._dates[d["commit_hash"]] = d.get("date") or 0
-
-    @classmethod
-    def url_match(cls, url):
-        return False
-
-    def pull(self):
-        pass
-
-    def get_tags(self):
-        return {}
-
-    def get_revisions(self, commits):
-        order = sorted(self._dates, key=lambda h: (self._dates[h], h))
-        return {h: i for i, h in enumerate(order) if h in commits}
-
-    def get_date_from_name(self, name):
-        return self._dates[name]
-
-    def get_branch_commits(self, branch):
-        return list(self._dates)
-
-    def get_hashes_from_range(self, range_spec):
-        return list(self._dates)
-
-    def get_range_spec(self, commit_a, commit_b):
-        return f"{commit_a}..{commit_b}"
-
-    def get_date(self, commit_hash):
-        return self._dates[commit_hash]
-
-    def get_name_from_hash(self, commit_hash):
-        return None
-
-from asv.main import main
-sys.argv = ["asv", *sys.argv[1:]]
-sys.exit(main())
-"""
 
 
 def _load_conf(path: Path) -> dict:
@@ -227,7 +169,7 @@ def build(
             conf["repo"] = str(results_dir)
             conf["env_dir"] = str(Path(tmp) / "env")
             conf["benchmark_dir"] = str(Path(tmp) / "benchmarks")
-            asv = [sys.executable, "-c", _RESULTS_ONLY_ASV]
+            asv = [sys.executable, "-m", "imgbench.present.asv_results_only"]
         else:
             conf["repo"] = str((root / conf.get("repo", ".")).resolve())
             conf["env_dir"] = str((root / conf.get("env_dir", ".asv/env")).resolve())
