@@ -7,6 +7,7 @@ every backend by ``tests/contract/``; this file looks inside the HDF5 file with 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -29,26 +30,11 @@ from ..conftest import same, sample
 from ..contract.backends import flip_bit
 from ..contract.fuzzing import store_images
 from . import hostile
+from . import stores
+from .stores import read_everything
 from .hostile import assert_refused, probe
 
-N = 20
-
-
-def build_store(tmp_path, compression=None, n=N):
-    """``n`` labelled 16x16x3 images in ``c-<compression>.h5``."""
-    path = tmp_path / f"c-{compression}.h5"
-    images = np.stack([sample((16, 16, 3), np.uint8, seed=i) for i in range(n)])
-    with imgbench.open(path, "w", backend="hdf5", compression=compression) as s:
-        s.extend(images, labels=np.arange(n))
-    return path, images
-
-
-def read_everything(path):
-    with imgbench.open(path) as s:
-        s.read_many()
-        for i in range(len(s)):
-            s[i]
-        s.labels
+build_store = functools.partial(stores.build_store, backend="hdf5")
 
 
 # ------------------------------------------------------------------ layout: plain h5py reads it

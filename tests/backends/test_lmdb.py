@@ -7,6 +7,7 @@ values) is covered for every backend by ``tests/contract/``; this file looks ins
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -35,18 +36,11 @@ from ..contract.fuzzing import CONFIGS as FUZZ_CONFIGS
 from ..contract.fuzzing import FUZZ_SETTINGS, OP, check_variant, pristine_stores, running_worker
 from ..contract.test_checksums import images_for, smooth, write
 from . import hostile
+from . import stores
+from .stores import N
 from .hostile import assert_refused, probe
 
-N = 20
-
-
-def build_store(tmp_path, compression=None, n=N):
-    """``n`` labelled 16x16x3 images in ``c-<compression>.lmdb``."""
-    path = tmp_path / f"c-{compression}.lmdb"
-    images = np.stack([sample((16, 16, 3), np.uint8, seed=i) for i in range(n)])
-    with imgbench.open(path, "w", backend="lmdb", compression=compression) as s:
-        s.extend(images, labels=np.arange(n))
-    return path, images
+build_store = functools.partial(stores.build_store, backend="lmdb")
 
 
 # ------------------------------------------------------------------ layout: plain lmdb reads it

@@ -29,6 +29,7 @@ from .. import scripts
 from ..conftest import same, sample
 from ..contract.fuzzing import store_images
 from . import hostile
+from .stores import read_everything
 from .hostile import assert_refused, probe
 
 wds = pytest.importorskip("webdataset")
@@ -269,14 +270,6 @@ def rewrite_index(path, fn) -> None:
     rows = np.fromfile(path / INDEX, "<i8").reshape(-1, NCOL)
     fn(rows)
     rows.astype("<i8").tofile(path / INDEX)
-
-
-def read_everything(path) -> None:
-    with imgbench.open(path) as s:
-        s.read_many()
-        for i in range(len(s)):
-            s[i]
-        s.labels
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from imgbench.storage import zarr as zarr_backend
 from ..conftest import same, sample, snapshot
 from ..contract.backends import ZarrKit, flip_bit
 from . import hostile
+from .stores import read_everything
 from .hostile import assert_refused, probe
 
 COMPRESSIONS = ["none", "zstd", "blosc"]
@@ -56,14 +57,6 @@ def rewrite_record(path, **changes) -> None:
     doc = json.loads((path / "zarr.json").read_text())
     doc["attributes"]["imgbench"].update(changes)
     (path / "zarr.json").write_text(json.dumps(doc))
-
-
-def read_everything(path) -> None:
-    with imgbench.open(path) as s:
-        s.read_many()
-        for i in range(len(s)):
-            s[i]
-        s.labels
 
 
 # ------------------------------------------------------------------ layout
