@@ -35,6 +35,7 @@ from ..contract.backends import lmdb_leaf_pages
 from ..contract.fuzzing import CONFIGS as FUZZ_CONFIGS
 from ..contract.fuzzing import FUZZ_SETTINGS, OP, check_variant, pristine_stores, running_worker
 from ..contract.test_checksums import images_for, smooth, write
+from ..contract.fuzzing import SHAPE_GAP_XFAIL
 from . import hostile
 from . import stores
 from .stores import N
@@ -541,14 +542,9 @@ def test_special_files_that_are_already_refused(tmp_path):
 
 
 # ------------------------------------------------------------------ a gap the fuzz found, pinned
-SHAPE_GAP = pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
-    "GAP imgbench/core/checksum.py: the per-image digest covers an image's bytes and label, not its shape; "
-    "a stored shape that loses its trailing axis of 1 keeps the bytes, passes verify=True and reads back "
-    "as (5, 6) instead of (5, 6, 1). Found by the fuzz (tests/contract/test_corruption.py, which tolerates "
-    "exactly this). Fix: cover the shape by the digest (a format change) or check it against a stored header"))
 
 
-@SHAPE_GAP
+@SHAPE_GAP_XFAIL
 def test_shape_that_loses_its_trailing_1_is_found_with_verify(tmp_path):
     """The value header's ndim 3 -> 2 (one bit): (5, 6, 1) would read as (5, 6) with the same bytes."""
     path = tmp_path / "s.lmdb"

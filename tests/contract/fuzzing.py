@@ -21,6 +21,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -280,6 +281,12 @@ KNOWN_LEAKS = {
 #: fuzz keeps looking for new problems: the digest covers an image's bytes and label, not its shape
 SHAPE_GAP = ("tests/backends/test_lmdb.py, test_npy.py, test_hdf5.py::"
              "test_shape_that_loses_its_trailing_1_is_found_with_verify")
+#: the strict xfail those tests carry (one reason text for the three backends)
+SHAPE_GAP_XFAIL = pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
+    "GAP imgbench/core/checksum.py: the per-image digest covers an image's bytes and label, not its shape; "
+    "a stored shape that loses its trailing axis of 1 keeps the bytes, passes verify=True and reads back "
+    "as (5, 6) instead of (5, 6, 1). Found by the fuzz (tests/contract/test_corruption.py, which tolerates "
+    "exactly this). Fix: cover the shape by the digest (a format change) or check it against a stored header"))
 
 
 def _only_a_trailing_1(got: list, want: list) -> bool:
