@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -300,5 +301,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The console script. After Ctrl-C (exit 130) the process leaves at once instead of joining
+    idle worker threads at interpreter shutdown, which can hang when the interrupt landed while a
+    thread pool was starting; the writer's abort has already removed its temporary by then."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

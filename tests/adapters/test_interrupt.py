@@ -30,9 +30,9 @@ import imgbench
 IMAGES = 400
 TRIES = 5
 REPO = Path(__file__).resolve().parents[2]
-# The CLI's main() as the console script calls it; a hang dumps every thread's stack and exits.
+# The console script's entry (imgbench.cli.run); a hang dumps every thread's stack and exits.
 CLI = ("import faulthandler, sys; faulthandler.dump_traceback_later(40, exit=True); "
-       "from imgbench.cli import main; sys.exit(main(sys.argv[1:]))")
+       "from imgbench.cli import run; sys.argv[0] = 'imgbench'; run()")
 CASES = [(name, ()) for name in imgbench.backends()] + [
     ("disk", ("--images-per-shard", "60")),
     ("zarr", ("--images-per-shard", "60")),
