@@ -27,6 +27,17 @@ from imgbench.core.errors import (
 from imgbench.core.store import Store
 from imgbench.core.usage import disk_usage
 from imgbench.storage.registry import backends
+from imgbench.core import errors  # ``imgbench.errors`` after ``import imgbench``, as before the layers
+
+
+def __getattr__(name: str):
+    """``imgbench.store`` after ``import imgbench``, as before the layers; imported on first use
+    because the public-name modules sit in the top layer."""
+    if name == "store":
+        import importlib
+
+        return importlib.import_module("imgbench.store")
+    raise AttributeError(f"module 'imgbench' has no attribute {name!r}")
 
 __all__ = [
     "__version__",

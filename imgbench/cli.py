@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ImgbenchError as exc:
-        print(f"imgbench: error: {exc}", file=sys.stderr)
+        print(f"imgbench: error: {exc.for_cli()}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"imgbench: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)

@@ -249,8 +249,8 @@ def claim_new(path: Path, mode: str) -> Path:
     store; stale temporaries of killed writers are removed here."""
     if mode == "x" and os.path.lexists(path):
         raise StoreExistsError(
-            f"{path} already exists; use mode='w' (imgbench convert: --overwrite) to replace it "
-            "or mode='a' to add to it"
+            f"{path} already exists; use mode='w' to replace it or mode='a' to add to it",
+            cli=f"{path} already exists; pass --overwrite to replace it (an imgbench store only)",
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

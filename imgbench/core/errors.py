@@ -9,7 +9,25 @@ from __future__ import annotations
 
 
 class ImgbenchError(Exception):
-    """Base class of every error imgbench raises on purpose."""
+    """Base class of every error imgbench raises on purpose.
+
+    ``cli`` is the same message in the command line's words (``--backend`` where the message says
+    ``backend=``); the CLI prints it instead of ``str(error)`` when it is set."""
+
+    def __init__(self, *args: object, cli: str | None = None) -> None:
+        super().__init__(*args)
+        self.cli = cli
+
+    def __reduce__(self):  # keeps ``cli`` across a process pool, where errors travel pickled
+        return (_rebuild, (type(self), self.args, self.cli))
+
+    def for_cli(self) -> str:
+        """The message as the CLI prints it."""
+        return self.cli or str(self)
+
+
+def _rebuild(cls: type, args: tuple, cli: str | None) -> ImgbenchError:
+    return cls(*args, cli=cli)
 
 
 class InvalidImageError(ImgbenchError, ValueError):

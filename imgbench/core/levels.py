@@ -29,7 +29,8 @@ def check_level(compression: str, level: int | None, levels: LevelRange | None) 
     ``levels`` None means the compression takes no level, so any level is refused."""
     if levels is None:
         if level is not None:
-            raise UnsupportedError(f"compression {compression!r} takes no level; drop level={level!r}")
+            raise UnsupportedError(f"compression {compression!r} takes no level; drop level={level!r}",
+                                   cli=f"compression {compression!r} takes no level; drop --level {level}")
         return None
     if level is None:
         return levels.default

@@ -113,7 +113,9 @@ def _open(target: Path, readonly: bool, create: bool = False, **kw: Any) -> lmdb
         raise CorruptStoreError(f"{target}: LMDB version mismatch: {exc}") from None
     except (lmdb.ReadonlyError, PermissionError) as exc:
         raise ImgbenchError(
-            f"cannot open {target}: {exc}; on read-only media pass lock=False (no writer may run meanwhile)"
+            f"cannot open {target}: {exc}; on read-only media pass lock=False (no writer may run meanwhile)",
+            cli=f"cannot open {target}: {exc}; on read-only media open it from Python with "
+            "imgbench.open(path, lock=False) (no writer may run meanwhile), or copy it to writable storage",
         ) from None
     except lmdb.Error as exc:
         raise CorruptStoreError(f"cannot open {target} as LMDB: {exc}") from None

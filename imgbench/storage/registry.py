@@ -56,9 +56,11 @@ def from_suffix(path: Path) -> type:
         if suffix in suffixes:
             return get(name)
     hints = ", ".join(f"{s} ({n})" for n, (_, ss) in sorted(_BACKENDS.items()) for s in ss)
+    choices = ", ".join(backends())
     raise UnsupportedError(
-        f"cannot tell the backend from {path.name!r}: pass backend= (one of {', '.join(backends())}) "
-        f"or use a suffix: {hints}"
+        f"cannot tell the backend from {path.name!r}: pass backend= (one of {choices}) or use a suffix: {hints}",
+        cli=f"cannot tell the backend from {path.name!r}: pass --backend NAME (one of {choices}) "
+        f"or use a suffix: {hints}",
     )
 
 

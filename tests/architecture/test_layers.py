@@ -91,3 +91,13 @@ def test_import_imgbench_loads_no_backend_engine():
     code = "import sys, imgbench; print(sorted(m for m in ('h5py', 'lmdb', 'zarr', 'torch', 'dask') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_names_import_imgbench_alone_gave_before_the_layers():
+    """Before the layered package, ``import imgbench`` bound ``imgbench.errors``, ``imgbench.store`` and
+    ``imgbench.measure.disk_usage`` as a side effect; code outside this repository may rely on it."""
+    code = ("import imgbench; from imgbench.measure import disk_usage; "
+            "assert imgbench.errors.CorruptStoreError is imgbench.CorruptStoreError; "
+            "assert imgbench.store.Store is imgbench.Store; assert disk_usage is imgbench.disk_usage; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr

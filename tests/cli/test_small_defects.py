@@ -148,3 +148,45 @@ def test_dashboard_without_results_outside_a_repository_says_pass_results(tmp_pa
     _outside_any_repository(tmp_path, monkeypatch)
     assert main(["dashboard", "--out", "dash"]) == 2
     assert "--results" in _one_line_error(capsys)
+
+
+def _photos(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((4, 5, 3), i, np.uint8)).save(src / f"{i}.png")
+    return src
+
+
+def _assert_cli_words(err: str, *flags: str) -> None:
+    for flag in flags:
+        assert flag in err, err
+    for python_word in ("backend=", "mode=", "level=", "config=", "lock=", "locking="):
+        assert python_word not in err, err
+
+
+def test_cli_errors_name_flags_not_keyword_arguments(tmp_path, capsys):
+    src = _photos(tmp_path)
+    assert main(["convert", str(src), str(tmp_path / "out.weird")]) == 2
+    _assert_cli_words(_one_line_error(capsys), "--backend")
+
+    assert main(["convert", str(src), str(tmp_path / "s.lmdb"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["convert", str(src), str(tmp_path / "s.lmdb")]) == 2
+    _assert_cli_words(_one_line_error(capsys), "--overwrite")
+
+    assert main(["convert", str(src), str(tmp_path / "t.lmdb"), "--compression", "none", "--level", "3"]) == 2
+    _assert_cli_words(_one_line_error(capsys), "--level")
+
+
+def test_library_errors_keep_python_words_and_survive_a_process_pool(tmp_path):
+    import pickle
+
+    import pytest
+
+    with pytest.raises(imgbench.UnsupportedError, match="backend=") as caught:
+        imgbench.open(tmp_path / "out.weird", "w")
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert str(again) == str(caught.value) and "--backend" in again.for_cli()

@@ -104,11 +104,10 @@ class HDF5Store(Store):
         except OSError as exc:
             text = str(exc)
             if "unable to lock" in text.lower() or "locking" in text.lower():
-                raise ImgbenchError(
-                    f"cannot open {target}: HDF5 file locking refused it ({text}); another program has it open "
-                    "for writing, or the filesystem has no locks (NFS: pass locking=False or set "
-                    "HDF5_USE_FILE_LOCKING=FALSE)"
-                ) from None
+                why = (f"cannot open {target}: HDF5 file locking refused it ({text}); another program has it "
+                       "open for writing, or the filesystem has no locks")
+                raise ImgbenchError(f"{why} (NFS: pass locking=False or set HDF5_USE_FILE_LOCKING=FALSE)",
+                                    cli=f"{why} (NFS: set HDF5_USE_FILE_LOCKING=FALSE)") from None
             raise CorruptStoreError(f"{target} is not a readable HDF5 file: {text}") from None
 
     def _load(self, f: h5py.File, target: Path) -> dict[str, Any]:
