@@ -52,7 +52,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from imgbench.measure import compare, harness
-    from imgbench.present import report
+    from imgbench.present import report, terminal
 
     plan = compare.make_plan(
         out=args.out, source=args.source, datasets_=args.datasets, counts=args.counts, backends=args.backends,
@@ -60,10 +60,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         random_reads=args.random_reads, workdir=args.workdir, parallel_workers=args.parallel_workers,
     )
     with harness.progress_bar(plan.steps(), enabled=not args.quiet) as progress:
-        results = compare.run(plan, progress)
+        early = terminal.DatasetPrinter(pause=progress.paused)
+        results = compare.run(plan, progress, on_dataset=early)
     results["command"] = ["imgbench", *sys.argv[1:]] if args.argv is None else ["imgbench", *args.argv]
     report.write(results, args.out)
-    report.print_summary(results, out_dir=args.out)
+    terminal.print_summary(results, console=early.console, out_dir=args.out, shown=early.shown)
     if not compare.all_exact(results):
         print("imgbench: error: some stores did not read back what was written (see the report)", file=sys.stderr)
         return 1

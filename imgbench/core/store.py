@@ -74,6 +74,9 @@ class Store(abc.ABC):
     #: True when the backend stores a per-image checksum: its ``_write`` then takes
     #: ``checksums`` (uint64, one per image) and ``_get_checksums`` returns them
     stores_checksums: ClassVar[bool] = False
+    #: True for the raw reference (npy): uncompressed pixels with nothing between reader and bytes,
+    #: the speed limit others are measured against; compare's recommendation then says what it is
+    raw_reference: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ set-up
     def __init__(self, path: Path, mode: str, compression: str | None, level: int | None, options: dict):

@@ -43,6 +43,7 @@ import shutil
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from imgbench.core import atomic
 from imgbench.core.errors import ImgbenchError, UnsupportedError
 from imgbench.core.usage import disk_usage
 from imgbench.measure import parallel_read
+from imgbench.storage import registry
 from imgbench.measure.compare_plan import (  # noqa: F401  (re-exported: compare's public names)
     DEFAULT_BUDGET,
     DEFAULT_PARALLEL_REPEATS,
@@ -213,8 +215,12 @@ def _workdir(plan: Plan) -> Path:
     return Path(tempfile.mkdtemp(prefix=".imgbench-work-", dir=plan.workdir))
 
 
-def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
-    """Measure every cell of ``plan``; return the results document (what results.json holds)."""
+def run(plan: Plan, progress: Progress | None = None,
+        on_dataset: Callable[[dict[str, Any], str], None] | None = None) -> dict[str, Any]:
+    """Measure every cell of ``plan``; return the results document (what results.json holds).
+
+    ``on_dataset(results, name)`` is called when a dataset is measured, with the document so far
+    (its config, datasets and runs), so its tables can be shown before the rest of the run."""
     if plan.repeats < 1:
         raise CompareError("--repeats must be at least 1")
     if plan.cache not in ("warm", "cold"):
@@ -231,6 +237,9 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
                 for n in ds.counts:
                     indices = rng.choice(n, size=min(plan.random_reads, n), replace=False)
                     rows.extend(_measure_count(plan, ds, n, workdir, indices, step))
+                if on_dataset is not None:
+                    on_dataset({"config": _config(plan), "datasets": [d.describe() for d in plan.datasets],
+                                "runs": rows, "notes": []}, ds.name)
             parallel = parallel_read.run(plan.datasets, plan.settings, workdir, plan.parallel_workers,
                                          repeats=plan.parallel_repeats or plan.repeats, cache=plan.cache,
                                          max_bytes=plan.parallel_max_bytes, progress=step)
@@ -240,16 +249,7 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
         "imgbench_results": RESULTS_VERSION,
         "created": started.isoformat(timespec="seconds"),
         "elapsed_s": time.perf_counter() - t_start,
-        "config": {
-            "backends": sorted({s.backend for s in plan.settings}),
-            "settings": [s.label for s in plan.settings],
-            "repeats": plan.repeats,
-            "cache": plan.cache,
-            "random_reads": plan.random_reads,
-            "seed": plan.seed,
-            "workdir": str(plan.workdir or tempfile.gettempdir()),
-            "parallel_workers": list(plan.parallel_workers),
-        },
+        "config": _config(plan),
         "method": {
             "timer": "time.perf_counter; medians of interleaved repeats, spread = (max - min) / median",
             "write": "os.sync() first; open(mode='w') + extend(images, labels) + close() (includes fsync and atomic publish)",
@@ -267,6 +267,21 @@ def run(plan: Plan, progress: Progress | None = None) -> dict[str, Any]:
         "notes": list(plan.notes) + [f"{ds.name}: {note}" for ds in plan.datasets for note in ds.notes],
         "runs": rows,
         "parallel_read": parallel,
+    }
+
+
+def _config(plan: Plan) -> dict[str, Any]:
+    """The run's settings as results.json records them."""
+    return {
+        "backends": sorted({s.backend for s in plan.settings}),
+        "raw_reference": sorted({s.backend for s in plan.settings if registry.get(s.backend).raw_reference}),
+        "settings": [s.label for s in plan.settings],
+        "repeats": plan.repeats,
+        "cache": plan.cache,
+        "random_reads": plan.random_reads,
+        "seed": plan.seed,
+        "workdir": str(plan.workdir or tempfile.gettempdir()),
+        "parallel_workers": list(plan.parallel_workers),
     }
 
 

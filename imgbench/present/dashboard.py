@@ -29,7 +29,7 @@ from pathlib import Path
 from imgbench.core.errors import ImgbenchError
 from imgbench.present import asv_compare_view
 
-__all__ = ["build", "serve", "VENDOR_DIR", "DashboardError"]
+__all__ = ["VENDOR_DIR", "DashboardError", "build", "serve"]
 
 VENDOR_DIR = Path(__file__).resolve().parents[1] / "_vendor" / "asv_dashboard"
 
@@ -117,7 +117,7 @@ def _add_nav_link(page: str) -> str:
     if anchor in page:
         end = page.index("</li>", page.index(anchor)) + len("</li>")
         return page[:end] + "\n\t" + _NAV_LINK + page[end:]
-    return page.replace("<body>", f'<body><p><a href="compare.html">Backends side by side</a></p>', 1)
+    return page.replace("<body>", '<body><p><a href="compare.html">Backends side by side</a></p>', 1)
 
 
 def build(
@@ -150,7 +150,7 @@ def build(
     conf = dict(_STANDALONE_CONF) if standalone else _load_conf(conf_path)
     if standalone:
         try:
-            import asv  # noqa: F401
+            import asv
         except ImportError:
             raise DashboardError("asv is not installed: pip install asv (the dashboard runs `asv publish`)") from None
     results_dir = Path(results).resolve() if results else (root / conf.get("results_dir", "results")).resolve()
@@ -202,7 +202,7 @@ def build(
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+    def log_message(self, format, *args):
         pass
 
 

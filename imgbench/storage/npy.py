@@ -54,6 +54,7 @@ def _le(dtype: np.dtype) -> np.dtype:
 class NpyStore(Store):
     name = "npy"
     compressions = ("none",)
+    raw_reference = True
     stores_checksums = True
     option_defaults = {
         "sync": True,  # fsync data, index and commit record before an append or a new store becomes visible

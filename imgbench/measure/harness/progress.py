@@ -58,6 +58,21 @@ class ProgressBar:
         else:
             self._bar.update(self._task, total=total)
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The bar taken off the terminal for the block, so what the block prints stands on its own lines."""
+        if self._bar is None:
+            yield
+            return
+        live = self._bar.live
+        live.transient = True
+        self._bar.stop()
+        try:
+            yield
+        finally:
+            live.transient = False
+            self._bar.start()
+
     def _start(self, total: int) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
