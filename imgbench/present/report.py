@@ -78,32 +78,41 @@ def _parallel_html(results: dict[str, Any], dataset: str) -> str:
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
 h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
-table{border-collapse:collapse;margin:.8rem 0;font-size:.88rem}
-th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right;white-space:nowrap}th{background:#f4f4f4}
+table{border-collapse:collapse;margin:.8rem 0;font-size:.85rem}
+th,td{border:1px solid #ddd;padding:.25rem .45rem;text-align:right;white-space:nowrap}
+th{background:#f4f4f4;white-space:normal;vertical-align:bottom}
 td.l,th.l{text-align:left}.bad{color:#b00;font-weight:bold}.muted{color:#666;font-size:.85rem}
-.plots{display:flex;flex-wrap:wrap;gap:1rem}.plot{flex:1 1 480px;min-width:320px;max-width:540px}.wide{overflow-x:auto}.plot svg{width:100%;height:auto}
+table.kv td{white-space:normal;overflow-wrap:anywhere;text-align:left}table.kv{max-width:100%}
+.plot{margin:1rem 0}.plot svg{width:100%;height:auto;max-width:100%}
+.side{display:flex;flex-wrap:wrap;gap:1rem}.side>div{flex:1 1 420px;min-width:0}
+.wide{overflow-x:auto}
 ul.advice li{margin:.3rem 0}code{background:#f4f4f4;padding:0 .2rem}
 """
 
 
-def _table_html(runs: list[dict[str, Any]]) -> str:
-    head = ("dataset", "images", "backend", "compression", "write", "read all", "random read", "write MB/s",
-            "read MB/s", "on disk (allocated)", "apparent", "vs raw", "files", "peak mem write", "peak mem read",
-            "exact")
-    rows = []
-    for r in sorted(runs, key=lambda r: (r["dataset"], r["count"], setting(r))):
+def _tables_html(runs: list[dict[str, Any]]) -> str:
+    """Every figure of every run, in two tables that fit 1280 px: times, then space and memory."""
+    ordered = sorted(runs, key=lambda r: (r["count"], setting(r)))
+    times, space = [], []
+    for r in ordered:
         st, d, mem = r["stats"], r["derived"], r.get("peak_memory") or {}
-        cells = [
-            r["dataset"], str(r["count"]), r["backend"], r["compression"],
+        lead = [str(r["count"]), r["backend"], r["compression"]]
+        times.append((lead + [
             fmt_time(st["write_s"]["median"]) + _spread(st["write_s"]),
             fmt_time(st["read_s"]["median"]) + _spread(st["read_s"]),
-            f"{d['random_latency_us']:.0f} µs/img",
+            f"{d['random_latency_us']:.0f} µs",
             f"{d['write_MB_per_s']:.1f}", f"{d['read_MB_per_s']:.1f}",
+        ], r["exact"]))
+        space.append((lead + [
             fmt_bytes(r["disk"]["allocated"]), fmt_bytes(r["disk"]["apparent"]), f"{d['size_ratio']:.0%}",
             str(r["disk"]["files"]), fmt_bytes(mem.get("write")), fmt_bytes(mem.get("read")),
-        ]
-        rows.append((cells, r["exact"]))
-    return _html_table(head, rows, left=4)
+        ], r["exact"]))
+    lead = ("images", "backend", "compression")
+    return ("<h3>Times</h3>" + _html_table((*lead, "write", "read all", "random read per image", "write MB/s",
+                                             "read MB/s", "exact"), times, left=3)
+            + "<h3>Space and memory</h3>" + _html_table((*lead, "on disk (allocated)", "apparent size", "vs raw",
+                                                          "files", "peak memory writing", "peak memory reading",
+                                                          "exact"), space, left=3))
 
 
 def _html_table(head: tuple[str, ...], rows: list[tuple[list[str], bool]], left: int) -> str:
@@ -121,7 +130,7 @@ def _kv_table(mapping: dict[str, Any]) -> str:
         f"<tr><th class=l>{html.escape(str(k))}</th><td class=l>{html.escape(str(v))}</td></tr>"
         for k, v in mapping.items() if v is not None
     )
-    return f"<table>{rows}</table>"
+    return f"<table class=kv>{rows}</table>"
 
 
 def render_html(results: dict[str, Any]) -> str:
@@ -163,8 +172,8 @@ def render_html(results: dict[str, Any]) -> str:
         ]
         if parallel_runs(results, name):
             plots.append(plot_parallel(results, name))
-        parts.append("<div class=plots>" + "".join(f"<div class=plot>{svg}</div>" for svg in plots) + "</div>")
-        parts.append("<div class=wide>" + _table_html(ok_runs(results, name)) + "</div>")
+        parts.append("".join(f"<div class=plot>{svg}</div>" for svg in plots))
+        parts.append("<div class=wide>" + _tables_html(ok_runs(results, name)) + "</div>")
         if parallel_runs(results, name):
             parts.append(_parallel_html(results, name))
     skipped = [r for r in results["runs"] if r["status"] != "ok"]
@@ -175,7 +184,7 @@ def render_html(results: dict[str, Any]) -> str:
     parts.append("<h2>How this was measured</h2>")
     parts.append(_kv_table({k: (v if not isinstance(v, dict) else v.get("detail")) for k, v in results["method"].items()}))
     parts.append("<h2>Machine and versions</h2>")
-    parts.append("<div class=plots><div>" + _kv_table(results["machine"]) + "</div><div>"
+    parts.append("<div class=side><div>" + _kv_table(results["machine"]) + "</div><div>"
                  + _kv_table(results["versions"]) + "</div></div>")
     parts.append("<p class=muted>All raw figures (every repeat) are in <code>results.json</code> next to this file."
                  "</p></body></html>")

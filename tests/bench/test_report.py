@@ -144,3 +144,43 @@ def test_terminal_summary(capsys):
 @pytest.mark.parametrize("value, text", [(5e-6, "5 µs"), (0.0123, "12.3 ms"), (2.5, "2.50 s"), (None, "-")])
 def test_fmt_time(value, text):
     assert report.fmt_time(value) == text
+
+
+def test_every_series_has_its_own_look_and_every_backend_its_own_colour():
+    """11 settings of 6 backends: the old palette gave disk/png and disk/none one blue, and 11 series 10 colours."""
+    from imgbench.present import plots
+
+    settings = ["disk/png", "disk/none", "hdf5/none", "hdf5/zstd", "lmdb/none", "lmdb/zstd", "npy/none",
+                "tar/none", "tar/png", "zarr/none", "zarr/zstd"]
+    style = plots.styles(settings)
+    assert len(set(style.values())) == len(settings)
+    colours = {s.split("/")[0]: c for s, (c, _, _) in style.items()}
+    assert len(set(colours.values())) == 6
+    assert all(style[s][0] == colours[s.split("/")[0]] for s in settings)
+
+
+@pytest.mark.parametrize("value, text", [(10, "10"), (100, "100"), (1000, "1k"), (10_000, "10k"), (13, "13"),
+                                         (2_500_000, "2.5M")])
+def test_count_ticks_read_as_people_say_them(value, text):
+    from imgbench.present import plots
+
+    assert plots.human_count(value) == text
+
+
+def test_source_counts_are_ticked_where_measured():
+    """--source with 10 and 13 images read '1.05x10^1 ... 1.3x10^1' on a log axis."""
+    from imgbench.present import plots
+
+    assert plots._count_ticks([10, 13, 10]) == [10.0, 13.0]
+    assert plots._count_ticks([10, 20, 50, 100, 200, 500, 1000]) == [10.0, 100.0, 1000.0]
+    assert plots.human_seconds(0.01) == "10 ms" and plots.human_bytes(3_100_000) == "3.1 MB"
+
+
+def test_plots_are_small_multiples_with_the_legend_outside(tmp_path):
+    runs = [fake_run(b, c, n, 0.001 * n, 0.0002 * n, 0.0001, 3072 * n)
+            for b, c in (("a", "none"), ("a", "zstd"), ("b", "none")) for n in (10, 100)]
+    from imgbench.present import plots
+
+    svg = plots.plot_vs_count(fake_results(runs), "cifar", "write_s", "seconds", "Write time")
+    assert svg.count('id="axes_') == 2  # one panel per backend
+    assert "a/zstd" in svg and "other backends" in svg and "fill_between" not in svg

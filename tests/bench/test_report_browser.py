@@ -55,8 +55,8 @@ def test_report_plots_render_on_screen(report_page, tmp_path):
     shot = tmp_path / "shot.png"
     proc = chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,3200", report_page.as_uri())
     assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
-    # Plot lines and bars use the matplotlib colours of the backends; text and tables are black/grey.
-    blue, orange = colour_pixels(shot, (31, 119, 180)), colour_pixels(shot, (255, 127, 14))
+    # Plot lines and bars use the backends' colours (plots.PALETTE); text and tables are black/grey.
+    blue, orange = colour_pixels(shot, (0, 114, 178)), colour_pixels(shot, (213, 94, 0))
     assert blue > 500 and orange > 500, (blue, orange)
     # Control: the same page without its SVGs shows none of those colours, so they come from the plots.
     bare = tmp_path / "bare.html"
@@ -67,4 +67,50 @@ def test_report_plots_render_on_screen(report_page, tmp_path):
     bare.write_text(text)
     shot2 = tmp_path / "bare.png"
     chromium(tmp_path, f"--screenshot={shot2}", "--window-size=1200,3200", bare.as_uri())
-    assert colour_pixels(shot2, (31, 119, 180)) < 50
+    assert colour_pixels(shot2, (0, 114, 178)) < 50
+
+
+#: Collects, once the page has loaded, every element wider than its box or reaching past the window's
+#: right edge (a table hidden in a side-scroller counts: its .wide box scrolls).
+OVERFLOW_PROBE = """<script>window.addEventListener('load', () => {
+  const bad = [], vw = document.documentElement.clientWidth;
+  if (document.documentElement.scrollWidth > vw) bad.push('page ' + document.documentElement.scrollWidth + '>' + vw);
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest('svg') && el.tagName.toLowerCase() !== 'svg') continue;  // drawing inside a plot
+    const what = el.tagName + (el.className && el.className.baseVal === undefined ? '.' + el.className : '');
+    if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1) bad.push(what + ' ' + el.scrollWidth + '>' + el.clientWidth);
+    const right = el.getBoundingClientRect().right;
+    if (right > vw + 1) bad.push(what + ' right ' + Math.round(right) + '>' + vw);
+  }
+  document.body.setAttribute('data-overflow', JSON.stringify(bad.slice(0, 20)));
+});</script>"""
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_no_plot_or_table_overflows_sideways(report_page, tmp_path, width):
+    import html
+    import json
+    import re
+
+    page = tmp_path / "probe.html"
+    page.write_text(report_page.read_text().replace("</body>", OVERFLOW_PROBE + "</body>"))
+    proc = chromium(tmp_path, f"--window-size={width},900", "--dump-dom", page.as_uri())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r'data-overflow="([^"]*)"', proc.stdout)
+    assert found, "the probe did not run"
+    assert json.loads(html.unescape(found.group(1))) == []
+    shot = tmp_path / f"report-{width}.png"
+    chromium(tmp_path, "--hide-scrollbars", f"--screenshot={shot}", f"--window-size={width},2400", report_page.as_uri())
+    assert shot.exists()
+
+
+def test_the_probe_sees_a_table_too_wide_for_the_window(report_page, tmp_path):
+    """Control: the same probe on the report with one 3000 px wide cell finds it."""
+    import re
+
+    page = tmp_path / "probe.html"
+    wide = "<div class=wide><table><tr><td style='min-width:3000px'>x</td></tr></table></div>"
+    page.write_text(report_page.read_text().replace("</body>", wide + OVERFLOW_PROBE + "</body>"))
+    proc = chromium(tmp_path, "--window-size=1280,900", "--dump-dom", page.as_uri())
+    found = re.search(r'data-overflow="([^"]*)"', proc.stdout)
+    assert found and "DIV.wide" in found.group(1)
