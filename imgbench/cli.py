@@ -14,7 +14,7 @@ from imgbench import __version__
 def _cmd_demo(args: argparse.Namespace) -> int:
     from imgbench.measure.demo import run
 
-    rows = run(Path(args.out), count=args.count, dataset=args.dataset)
+    rows = run(args.out, count=args.count, dataset=args.dataset)
     print(f"{args.count} built-in '{args.dataset}' images, written and read back by every backend (in {args.out}):")
     print(f"{'backend':8} {'compression':11} {'write s':>8} {'read s':>8} {'MB on disk':>10} {'files':>6}  exact")
     for r in rows:
@@ -92,7 +92,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from imgbench.present.dashboard import build
 
-    build(Path(args.out), Path(args.results) if args.results else None,
+    build(args.out, Path(args.results) if args.results else None,
           config=args.config, serve=args.serve, port=args.port)
     return 0
 
@@ -115,9 +115,11 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
 
 def _cmd_png_levels(args: argparse.Namespace) -> int:
+    from imgbench.core.transport import local_destination
     from imgbench.measure import sections, tradeoff
 
     counts = {"cifar": 100, "ct": 1} if args.quick else None
+    out = local_destination(args.out, "--out folder") if args.out else None  # fail now, not after measuring
     if args.readme:
         sections.parts(args.readme, tradeoff.README_SECTION, "imgbench png-levels")  # fail now, not after measuring
     levels, threads = tradeoff.measure(counts=counts, repeat=args.repeat,
@@ -126,8 +128,7 @@ def _cmd_png_levels(args: argparse.Namespace) -> int:
     if args.readme:
         ran = " ".join(["imgbench", *(sys.argv[1:] if args.argv is None else args.argv)])
         tradeoff.update_readme(args.readme, ran, levels, threads)
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         print(f"plot: {tradeoff.plot(levels, out / 'png_levels.png')}")
         (out / "png_levels.json").write_text(json.dumps(tradeoff.as_json(levels, threads), indent=2))
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 from imgbench import api, sharded
 from imgbench.adapters import cluster, sources
 from imgbench.api import open as open_store
-from imgbench.core import atomic
+from imgbench.core import atomic, transport
 from imgbench.core.errors import ImgbenchError, StoreNotFoundError, UnsupportedError
 from imgbench.storage import registry
 
@@ -94,7 +94,7 @@ def convert(
     parallel on Dask.
     """
     src_path = Path(os.fspath(src)).expanduser()
-    dst_path = Path(os.fspath(dst)).expanduser()
+    dst_path = transport.local_destination(dst, "destination")
     if not os.path.lexists(src_path):
         raise StoreNotFoundError(f"no such folder or store: {src_path}")
     if src_path.resolve() == dst_path.resolve():

@@ -27,6 +27,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from imgbench.core.errors import (
@@ -83,6 +84,17 @@ def is_url(path: Any) -> bool:
         return False
     m = _URL_RE.match(path)
     return m is not None and m.group(1).lower() != "file"
+
+
+def local_destination(path: Any, role: str = "destination") -> Path:
+    """``path`` as a local Path for writing; a one-line UnsupportedError for a URL, which would otherwise
+    become a local folder named ``s3:/bucket/x`` while the user believes the data is in the bucket."""
+    if is_url(path):
+        raise UnsupportedError(
+            f"the {role} {path} is a URL: imgbench writes only to local paths (object stores are read-only "
+            "here); write to a local path, upload it (aws s3 sync, or s3fs put(recursive=True)), then open the URL"
+        )
+    return Path(os.fspath(local_path(path))).expanduser()
 
 
 def local_path(path: Any) -> Any:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from imgbench.adapters import datasets
+from imgbench.core import transport
 from imgbench.measure import parallel_read
 from imgbench.measure.matrix import CompareError, Dataset, Setting
 from imgbench.storage import registry
@@ -298,6 +299,9 @@ def make_plan(
     """
     if repeats is not None and repeats < 1:
         raise CompareError(f"--repeats must be at least 1, got {repeats}")
+    for role, where in (("report folder (--out)", out), ("work folder (--workdir)", workdir)):
+        if where is not None:
+            transport.local_destination(where, role)
     if cache not in ("warm", "cold"):
         raise CompareError(f"--cache is 'warm' or 'cold', not {cache!r}")
     if random_reads is not None and random_reads < 1:

@@ -6,20 +6,22 @@ start runs until then, and a smoke test of an installation.
 
 from __future__ import annotations
 
+import os
 import time
-from pathlib import Path
 
 import numpy as np
 
 from imgbench.adapters import datasets
 from imgbench.api import open as open_store
+from imgbench.core import transport
 from imgbench.core.usage import disk_usage
 from imgbench.measure.harness import same_images
 from imgbench.storage.registry import backends, get
 
 
-def run(out: Path, count: int = 2000, dataset: str = "cifar") -> list[dict]:
+def run(out: str | os.PathLike, count: int = 2000, dataset: str = "cifar") -> list[dict]:
     """Write ``count`` built-in images with each backend and compression; return one row each."""
+    out = transport.local_destination(out, "demo folder (--out)")
     images = datasets.generate(dataset, count)
     labels = datasets.labels(count)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from imgbench.core import transport
 from imgbench.core.errors import ImgbenchError
 from imgbench.present import asv_compare_view
 
@@ -137,6 +138,7 @@ def build(
     found from the cwd upwards). ``serve=True`` then serves ``out`` on
     ``127.0.0.1:port`` until interrupted. Returns ``out``.
     """
+    transport.local_destination(out, "dashboard folder (--out)")
     if config:
         conf_path: Path | None = Path(config).resolve()
     elif results:
