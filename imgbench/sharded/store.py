@@ -226,6 +226,7 @@ class ShardedStore(Store):
 
     def _write_checked(self, images: np.ndarray | list[np.ndarray], labels: np.ndarray | None, start: int) -> None:
         # Each shard digests its own images; nothing to compute here.
+        self._check_still_ours()
         self._write(images, labels, start)
 
     def _write(self, images: np.ndarray | list[np.ndarray], labels: np.ndarray | None, start: int) -> None:
