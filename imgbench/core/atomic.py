@@ -92,12 +92,12 @@ def remove_stale_temps(path: Path) -> None:
         parsed = parse_temp_name(entry.name, path.name)
         if parsed is None or parsed[1] != host:
             continue
-        if not _dead(parsed[2]):
+        if not is_dead(parsed[2]):
             continue
         remove(Path(entry.path))
 
 
-def _dead(pid: int) -> bool:
+def is_dead(pid: int) -> bool:
     """True when no process ``pid`` runs on this host (one we may not signal is alive)."""
     if pid <= 0:
         return False

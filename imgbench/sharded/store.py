@@ -23,6 +23,7 @@ from imgbench.core.errors import CorruptStoreError, ImgbenchError, UnsupportedEr
 from imgbench.core.store import Attrs, Store, stack_if_uniform
 from imgbench.core.transport import URL
 from imgbench.sharded.build import check_limit, shard_name
+from imgbench.sharded.leftovers import remove_leftovers
 from imgbench.sharded.manifest import (
     build_manifest,
     describe_shard,
@@ -167,6 +168,11 @@ class ShardedStore(Store):
         """Number of shards named by the manifest."""
         return len(self._entries)
 
+    @property
+    def shard_names(self) -> list[str]:
+        """The shards named by the manifest, in dataset order."""
+        return [e["name"] for e in self._entries]
+
     # ------------------------------------------------------------ writing
     def _inner_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.options.items() if k in self._inner_cls.option_defaults}
@@ -183,6 +189,8 @@ class ShardedStore(Store):
         meta = read_manifest(target)
         self.compression, self.level = meta["compression"], meta["level"]
         self._entries = [dict(e) for e in meta["shards"]]
+        # Shards (and temporaries) a killed appender published but never committed: under the lock, gone.
+        remove_leftovers(target, (e["name"] for e in self._entries))
         return meta
 
     def _current(self) -> Store:
