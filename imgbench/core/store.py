@@ -144,7 +144,7 @@ class Store(abc.ABC):
         if self.mode == "r":
             return self._open_reader()
         # ``lock``: already taken on what the path names (a copy-on-write flush locks its copy before the swap).
-        self._lock = lock if lock is not None else atomic.lock_store(self.path, f"{self.name} store")
+        self._lock = lock if lock is not None else atomic.lock_store(self.path, self._what())
         if self.in_place_append:
             try:
                 return self._open_appender(self.path)
@@ -165,7 +165,7 @@ class Store(abc.ABC):
         self._tmp = claim_new(self.path, self.mode)
         try:
             if self.mode == "w":  # the store it replaces is locked like an appender locks it
-                self._lock = atomic.lock_replaced(self.path, f"{self.name} store")
+                self._lock = atomic.lock_replaced(self.path, self._what())
             self._create(self._tmp)
         except BaseException:
             self._abort_quietly()
@@ -428,7 +428,7 @@ class Store(abc.ABC):
                 # before the swap, so no other writer can slip in between the two.
                 self._close_writer(commit=True)
                 self._check_still_ours()
-                lock = atomic.WriterLock(self._tmp, f"{self.name} store")
+                lock = atomic.WriterLock(self._tmp, self._what())
                 try:
                     atomic.publish(self._tmp, self.path, replace=True)
                 except BaseException:
@@ -462,7 +462,7 @@ class Store(abc.ABC):
                 if self.mode == "a":
                     self._check_still_ours()
                 elif self.mode == "w":  # what is at the path now, locked (it may have changed since open)
-                    self._lock = atomic.lock_for_publish(self.path, self._lock, f"{self.name} store")
+                    self._lock = atomic.lock_for_publish(self.path, self._lock, self._what())
                 atomic.publish(self._tmp, self.path, replace=self.mode != "x")
                 self._tmp = None
         except BaseException:
@@ -502,6 +502,10 @@ class Store(abc.ABC):
                 pass
         else:
             self._abort_quietly()
+
+    def _what(self) -> str:
+        """What this store is called in lock errors ("lmdb store")."""
+        return f"{self.name} store"
 
     def _check_still_ours(self) -> None:
         """An appender commits only into the store it opened and locked: if another program replaced

@@ -100,6 +100,9 @@ class ShardedStore(Store):
     def detect(cls, path: Path) -> bool:
         return detect(path)
 
+    def _what(self) -> str:
+        return f"sharded {self.name} dataset"
+
     def _read_manifest(self) -> dict[str, Any]:
         """The validated manifest at ``self.path`` (local file here; an object for remote readers)."""
         return read_manifest(self.path)
