@@ -3,7 +3,8 @@
 - mode ``w`` (and ``imgbench convert --overwrite``, plain or sharded) takes the writer lock of the
   store it replaces: while an appender in another process holds it, ``w`` gets ``StoreLockedError``
   naming the holder's pid and host in one line, and the appender finishes with exactly its images;
-  once the appender has closed, ``w`` replaces the store as before;
+  once the appender has closed, ``w`` replaces the store as before; while a ``w`` replaces the store,
+  an appender or a second ``w`` is refused likewise;
 - an appender whose store was replaced under it by a program that takes no lock never commits
   into the store now at the path (``StoreReplacedError``); that store is left as it was.
 
@@ -168,3 +169,62 @@ def test_appender_never_commits_into_a_store_swapped_in_under_it(tmp_path, backe
     assert "was replaced" in outcome["message"] and "\n" not in outcome["message"]
     holds_exactly(path, 100, NEW)
     holds_exactly(aside, 0, OLD + FIRST)  # what A flushed before the swap, in the store it opened
+
+
+REPLACING_HOLDER = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import imgbench
+
+    def image(i):
+        return np.random.default_rng(i).integers(0, 256, {shape}, dtype=np.uint8)
+
+    path, backend, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    s = imgbench.open(path, "w", backend=backend, **options)
+    s.extend(np.stack([image(i) for i in range(100, 100 + {new})]), labels=np.arange(100, 100 + {new}))
+    print(json.dumps({{"holding": True}}), flush=True)
+    sys.stdin.readline()
+    s.close()
+    print(json.dumps({{"outcome": "closed"}}), flush=True)
+    """
+).format(shape=SHAPE, new=NEW)
+
+SECOND_WRITER = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import imgbench
+    path, backend, mode, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    try:
+        with imgbench.open(path, mode, backend=backend, **(options if mode == "w" else {})) as s:
+            s.append(np.zeros({shape}, np.uint8), label=999)
+        print(json.dumps({"outcome": "wrote"}))
+    except imgbench.ImgbenchError as exc:
+        print(json.dumps({"outcome": type(exc).__name__, "message": str(exc)}))
+    """.replace("{shape}", repr(SHAPE))
+)
+
+
+@pytest.mark.parametrize("mode", ["a", "w"])
+def test_writers_are_refused_while_another_process_replaces_the_store(tmp_path, backend, layout, mode):
+    """While B replaces the store with ``w``, an appender (whose images the replacement would drop) or a
+    second ``w`` gets StoreLockedError naming B; B then publishes exactly its images."""
+    path = store_path(tmp_path, backend)
+    options = json.dumps(shard_options(layout))
+    build(path, backend, layout, 0, OLD)
+    b = spawn(REPLACING_HOLDER, path, backend, options)
+    try:
+        assert next_json(b) == {"holding": True}
+        other = finish(spawn(SECOND_WRITER, path, backend, mode, options))
+        assert other["outcome"] == "StoreLockedError" and f"pid {b.pid} on host " in other["message"], other
+        holds_exactly(path, 0, OLD)  # until B closes, the old store is what readers see
+        b.stdin.write("close\n")
+        b.stdin.flush()
+        assert finish(b) == {"outcome": "closed"}
+    finally:
+        if b.poll() is None:
+            b.kill()
+            b.wait()
+    holds_exactly(path, 100, NEW)
+    assert leftovers(tmp_path) == []
