@@ -22,6 +22,7 @@ from imgbench.core.errors import (
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
+    StoreReplacedError,
     UnsupportedError,
 )
 from imgbench.core.store import Store
@@ -54,5 +55,6 @@ __all__ = [
     "CorruptStoreError",
     "FormatVersionError",
     "StoreLockedError",
+    "StoreReplacedError",
     "RemoteAccessError",
 ]

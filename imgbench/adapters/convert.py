@@ -271,7 +271,10 @@ def convert_sharded(
     if overwrite:
         api.check_replaceable(dst_path)
     tmp = sharded.prepare(dst_path, "w" if overwrite else "x")
+    lock = None
     try:
+        if overwrite:  # the store replaced is locked as its appenders lock it (StoreLockedError while one is)
+            lock = atomic.lock_replaced(dst_path, "store")
         if from_store:
             with open_store(src_path) as source:
                 n = len(source)
@@ -317,10 +320,15 @@ def convert_sharded(
         if report.images == 0:
             raise _no_usable_images(src_path, report.skipped)
         manifest = sharded.finish(tmp, names, backend=backend, attrs=attrs, limit=limit)
+        if overwrite:
+            lock = atomic.lock_for_publish(dst_path, lock, "store")
         atomic.publish(tmp, dst_path, replace=overwrite)
     except BaseException:
         atomic.remove(tmp)
         raise
+    finally:
+        if lock is not None:
+            lock.close()
     report.backend, report.compression, report.shards = backend, manifest["compression"], len(names)
     return report
 

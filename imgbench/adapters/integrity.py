@@ -12,6 +12,7 @@ from imgbench.api import open as open_store
 from imgbench.core import errors, transport
 from imgbench.core.errors import CorruptStoreError
 from imgbench.core.usage import disk_usage
+from imgbench.sharded import leftovers
 
 
 #: images whose shapes ``describe`` reads at most (evenly spaced), and distinct shapes it lists by name
@@ -53,14 +54,31 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "classes": int(len(set(labels.tolist()))) if labels is not None else 0,
             "attrs": store.attrs.to_dict(),
             **({"shards": store.shards} if hasattr(store, "shards") else {}),  # a sharded dataset
-            "disk": transport.usage(path) if transport.is_url(path) else disk_usage(path),
+            **_disk(path, store),
         }
+
+
+def _disk(path: str | os.PathLike, store: Any) -> dict[str, Any]:
+    """The store's size; a local sharded dataset counts only its manifest and the shards it names, and
+    lists apart what a killed appender left (``leftovers``: never counted, removed by the next appender)."""
+    if transport.is_url(path):
+        return {"disk": transport.usage(path)}
+    if not hasattr(store, "shard_names"):
+        return {"disk": disk_usage(path)}
+    names = store.shard_names
+    found = leftovers.find_leftovers(store.path, names)
+    disk = leftovers.dataset_usage(store.path, names)
+    if not found:
+        return {"disk": disk}
+    return {"disk": disk, "leftovers": {"names": found, **leftovers.usage_of(store.path, found),
+                                        "note": "not part of the dataset; the next append removes them"}}
 
 
 def format_info(info: dict[str, Any]) -> list[str]:
     """The lines ``imgbench info`` prints for :func:`describe`'s dict: shape counts that add up, sampling said."""
     info = dict(info)
     disk = info.pop("disk")
+    left = info.pop("leftovers", None)
     looked, sampled = info.pop("shapes_looked_at"), info.pop("shapes_sampled")
     more = info.pop("shapes_more")
     lines = []
@@ -80,6 +98,10 @@ def format_info(info: dict[str, Any]) -> list[str]:
             lines.append(f"{'':12} and {more['shapes']:,} more shapes ({more['images']:,} images)")
     lines.append(f"{'disk':12} {disk['allocated'] / 1e6:.2f} MB allocated, {disk['apparent'] / 1e6:.2f} MB apparent, "
                  f"{disk['files']} files")
+    if left:
+        shown = ", ".join(left["names"][:5]) + (f" and {len(left['names']) - 5} more" if len(left["names"]) > 5 else "")
+        lines.append(f"{'leftovers':12} {len(left['names'])} entries a killed writer left ({left['allocated'] / 1e6:.2f} "
+                     f"MB allocated, not counted above): {shown}; {left['note']}")
     return lines
 
 

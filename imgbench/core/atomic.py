@@ -43,35 +43,71 @@ def _renameat2(src: str, dst: str, flags: int) -> bool:
     raise OSError(err, os.strerror(err), dst)
 
 
+def host_tag(host: str | None = None) -> str:
+    """This host's name as temporaries carry it: the first label, at most 16 characters, only
+    ``[A-Za-z0-9-]`` (anything else becomes ``_``), never empty. Dashes stay: names are parsed from
+    the right (:func:`parse_temp_name`), so ``ip-10-0-0-1`` is as good a host name as ``worker1``."""
+    if host is None:
+        host = socket.gethostname()
+    label = host.split(".")[0][:16]
+    return "".join(c if c.isascii() and (c.isalnum() or c == "-") else "_" for c in label) or "host"
+
+
+def temp_name(store: str, kind: str, host: str, pid: int, token: str) -> str:
+    """The hidden name of a temporary of ``store``: ``.{store}.imgbench-{kind}-{host}-{pid}-{token}``."""
+    return f".{store}.imgbench-{kind}-{host_tag(host)}-{pid}-{token}"
+
+
+def parse_temp_name(name: str, store: str) -> tuple[str, str, int] | None:
+    """``(kind, host, pid)`` of a temporary of ``store`` named by :func:`temp_name`, else None.
+
+    Parsed from the right: the token and the pid never hold a dash and the kind never does, so
+    whatever lies between is the host, dashes and all."""
+    prefix = f".{store}.imgbench-"
+    if not name.startswith(prefix):
+        return None
+    kind, sep, rest = name[len(prefix):].partition("-")
+    parts = rest.rsplit("-", 2)
+    if not sep or not kind or len(parts) != 3:
+        return None
+    host, pid, token = parts
+    if not host or not pid.isdigit() or not pid.isascii() or not token:
+        return None
+    return kind, host, int(pid)
+
+
 def temp_sibling(path: Path, kind: str = "tmp") -> Path:
     """A fresh hidden name next to ``path`` (same filesystem, so rename is atomic)."""
-    token = os.urandom(4).hex()
-    host = socket.gethostname().split(".")[0][:16] or "host"
-    return path.parent / f".{path.name}.imgbench-{kind}-{host}-{os.getpid()}-{token}"
+    return path.parent / temp_name(path.name, kind, socket.gethostname(), os.getpid(), os.urandom(4).hex())
 
 
 def remove_stale_temps(path: Path) -> None:
     """Delete temporaries of writers of ``path`` that were killed on this host."""
-    host = socket.gethostname().split(".")[0][:16] or "host"
-    prefix = f".{path.name}.imgbench-"
+    host = host_tag()
     try:
         entries = list(os.scandir(path.parent))
     except OSError:
         return
     for entry in entries:
-        if not entry.name.startswith(prefix):
+        parsed = parse_temp_name(entry.name, path.name)
+        if parsed is None or parsed[1] != host:
             continue
-        parts = entry.name[len(prefix):].split("-")
-        if len(parts) != 4 or parts[1] != host or not parts[2].isdigit():
-            continue
-        try:
-            os.kill(int(parts[2]), 0)
-            continue  # writer still alive
-        except ProcessLookupError:
-            pass
-        except PermissionError:
+        if not is_dead(parsed[2]):
             continue
         remove(Path(entry.path))
+
+
+def is_dead(pid: int) -> bool:
+    """True when no process ``pid`` runs on this host (one we may not signal is alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
 
 
 def remove(path: Path) -> None:
@@ -211,12 +247,14 @@ class WriterLock:
 
     Uses open-file-description locks (``F_OFD_SETLK``): unlike ``lockf`` they are not
     dropped when another descriptor of the same file closes, and unlike ``flock`` they
-    do not collide with the locks HDF5 itself takes on the file.
+    do not collide with the locks HDF5 itself takes on the file. Directories take ``flock``.
+    Every writer takes it: appenders (``a``) for as long as they are open, and ``w`` (and
+    ``imgbench convert --overwrite``) on the store it replaces, from open to publish.
     """
 
     def __init__(self, target: Path, what: str):
         is_dir = target.is_dir()
-        self._fd = os.open(target, (os.O_RDONLY | os.O_DIRECTORY) if is_dir else os.O_RDWR)
+        self._fd: int | None = os.open(target, (os.O_RDONLY | os.O_DIRECTORY) if is_dir else os.O_RDWR)
         try:
             ofd = getattr(fcntl, "F_OFD_SETLK", None)
             if is_dir or ofd is None:
@@ -226,18 +264,93 @@ class WriterLock:
                 # l_len 0 = the whole file, l_pid must be 0 for OFD locks.
                 fcntl.fcntl(self._fd, ofd, struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
         except OSError as exc:
-            os.close(self._fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise StoreLockedError(
-                    f"another process is writing to {what} {target}; wait for it to finish (one writer at a time)"
-                ) from None
+            fd, self._fd = self._fd, None
+            try:
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise StoreLockedError(
+                        f"another process is writing to {what} {target} ({lock_holder(os.fstat(fd))}); "
+                        "wait for it to finish or stop it (one writer at a time)"
+                    ) from None
+            finally:
+                os.close(fd)
             raise
-        self.inode = os.fstat(self._fd).st_ino
+        st = os.fstat(self._fd)
+        self.inode = st.st_ino
+        self._identity = (st.st_dev, st.st_ino)
+
+    def holds(self, path: Path) -> bool:
+        """True while ``path`` still names the store this lock was taken on (not one swapped in since)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._identity
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def lock_holder(st: os.stat_result) -> str:
+    """Who holds the lock on the file ``st`` describes: "pid N on host H", from ``/proc/locks`` (``flock``)
+    or the holders' ``/proc/PID/fdinfo`` (OFD locks record no pid). Asked only when a lock is refused."""
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} "
+    host = socket.gethostname()
+    try:
+        with open("/proc/locks") as f:
+            lines = [line for line in f if key in line and " WRITE " in line]
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split()
+        pid = fields[4] if len(fields) > 4 and fields[1] in ("FLOCK", "POSIX", "OFDLCK") else "-1"
+        if pid.isdigit():
+            return f"pid {pid} on host {host}"
+    if lines:  # an OFD lock: find the process whose descriptor carries it
+        with contextlib.suppress(OSError):
+            for proc in os.scandir("/proc"):
+                if not proc.name.isdigit():
+                    continue
+                with contextlib.suppress(OSError):
+                    for fdinfo in os.scandir(f"/proc/{proc.name}/fdinfo"):
+                        with contextlib.suppress(OSError), open(fdinfo.path) as f:
+                            if any(line.startswith("lock:") and key in line and " WRITE " in line for line in f):
+                                return f"pid {proc.name} on host {host}"
+    return "its holder is not visible from this host: another machine sharing the file system, or another user"
+
+
+def lock_store(path: Path, what: str) -> WriterLock:
+    """The writer lock on the store at ``path``, checked to be on what ``path`` names once taken
+    (a store swapped in between opening and locking is locked again, not written unlocked)."""
+    for _ in range(20):
+        lock = WriterLock(path, what)
+        if lock.holds(path):
+            return lock
+        lock.close()
+    raise StoreLockedError(f"{path} kept being replaced while it was being opened; try again")
+
+
+def lock_replaced(path: Path, what: str) -> WriterLock | None:
+    """For mode ``w``: the writer lock on the store at ``path`` that is about to be replaced, so that no
+    appender (or other writer) loses its work to the replacement: StoreLockedError naming the holder.
+    None when nothing is there, or nothing an imgbench writer could lock (a file this user may not write)."""
+    if not os.path.lexists(path) or os.path.islink(path):
+        return None
+    try:
+        return lock_store(path, what)
+    except (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def lock_for_publish(path: Path, lock: WriterLock | None, what: str) -> WriterLock | None:
+    """Before ``w`` publishes: the lock on what ``path`` names *now* (it may have changed since the
+    writer opened), taken again if needed; StoreLockedError when another writer holds it."""
+    if lock is not None and lock.holds(path):
+        return lock
+    if lock is not None:
+        lock.close()
+    return lock_replaced(path, what)
 
 
 def claim_new(path: Path, mode: str) -> Path:

@@ -58,6 +58,12 @@ class StoreLockedError(ImgbenchError):
     """Another process holds the store for writing."""
 
 
+class StoreReplacedError(ImgbenchError):
+    """The store at the path was replaced (by mode ``w``, or another program) since it was opened: a
+    reader cannot read on, a writer does not commit into the store that replaced the one it opened.
+    Never damage: reopen the path."""
+
+
 class RemoteAccessError(ImgbenchError):
     """Reading a URL failed for a reason outside the store: the server is unreachable, refused the
     credentials or failed. Never damage: a sharded reader or ``imgbench verify`` must not call the data
@@ -73,5 +79,6 @@ __all__ = [
     "CorruptStoreError",
     "FormatVersionError",
     "StoreLockedError",
+    "StoreReplacedError",
     "RemoteAccessError",
 ]

@@ -32,7 +32,7 @@ from imgbench.core.errors import (
     CorruptStoreError,
     ImgbenchError,
     InvalidImageError,
-    StoreLockedError,
+    StoreReplacedError,
     UnsupportedError,
 )
 from imgbench.core.header import FORMAT_VERSION, check_meta
@@ -140,21 +140,19 @@ class Store(abc.ABC):
             self._attrs = Attrs({}, writable=True)
             self._start_new()
 
-    def _start_existing(self) -> dict[str, Any]:
+    def _start_existing(self, lock: atomic.WriterLock | None = None) -> dict[str, Any]:
         if self.mode == "r":
             return self._open_reader()
+        # ``lock``: already taken on what the path names (a copy-on-write flush locks its copy before the swap).
+        self._lock = lock if lock is not None else atomic.lock_store(self.path, self._what())
         if self.in_place_append:
-            self._lock = atomic.WriterLock(self.path, f"{self.name} store")
             try:
                 return self._open_appender(self.path)
             except BaseException:
                 self._release_lock()
                 raise
         # Copy-on-write append: lock the current file, copy it, append to the copy.
-        self._lock = atomic.WriterLock(self.path, f"{self.name} store")
         try:
-            if os.stat(self.path).st_ino != self._lock.inode:
-                raise StoreLockedError(f"{self.path} was replaced while opening it; try again")
             atomic.remove_stale_temps(self.path)
             self._tmp = atomic.temp_sibling(self.path)
             shutil.copyfile(self.path, self._tmp)
@@ -166,6 +164,8 @@ class Store(abc.ABC):
     def _start_new(self) -> None:
         self._tmp = claim_new(self.path, self.mode)
         try:
+            if self.mode == "w":  # the store it replaces is locked like an appender locks it
+                self._lock = atomic.lock_replaced(self.path, self._what())
             self._create(self._tmp)
         except BaseException:
             self._abort_quietly()
@@ -391,6 +391,7 @@ class Store(abc.ABC):
 
     def _write_checked(self, images: np.ndarray | list[np.ndarray], labels: np.ndarray | None, start: int) -> None:
         """Hand images to the backend, with their checksums when it stores them."""
+        self._check_still_ours()
         if self._checksummed:
             self._write(images, labels, start, checksums=checksum.digests(images, labels))
         elif self.stores_checksums:
@@ -419,15 +420,23 @@ class Store(abc.ABC):
         self._check_writable()
         self._write_pending()
         with self._writing():
+            self._check_still_ours()
             self._flush(self._meta())
             self._attrs.dirty = False
             if self.mode == "a" and not self.in_place_append:
-                # Copy-on-write: swap the copy in, then continue on a fresh copy.
+                # Copy-on-write: swap the copy in, then continue on a fresh copy. The copy is locked
+                # before the swap, so no other writer can slip in between the two.
                 self._close_writer(commit=True)
-                atomic.publish(self._tmp, self.path, replace=True)
+                self._check_still_ours()
+                lock = atomic.WriterLock(self._tmp, self._what())
+                try:
+                    atomic.publish(self._tmp, self.path, replace=True)
+                except BaseException:
+                    lock.close()
+                    raise
                 self._release_lock()
                 self._tmp = None
-                self._start_existing()
+                self._start_existing(lock)
 
     # ------------------------------------------------------------ closing
     def close(self) -> None:
@@ -445,10 +454,15 @@ class Store(abc.ABC):
                 "written since the last flush were discarded"
             )
         try:
+            self._check_still_ours()
             self._write_pending()
             self._flush(self._meta())
             self._close_writer(commit=True)
             if self._tmp is not None:
+                if self.mode == "a":
+                    self._check_still_ours()
+                elif self.mode == "w":  # what is at the path now, locked (it may have changed since open)
+                    self._lock = atomic.lock_for_publish(self.path, self._lock, self._what())
                 atomic.publish(self._tmp, self.path, replace=self.mode != "x")
                 self._tmp = None
         except BaseException:
@@ -488,6 +502,19 @@ class Store(abc.ABC):
                 pass
         else:
             self._abort_quietly()
+
+    def _what(self) -> str:
+        """What this store is called in lock errors ("lmdb store")."""
+        return f"{self.name} store"
+
+    def _check_still_ours(self) -> None:
+        """An appender commits only into the store it opened and locked: if another program replaced
+        the path since (imgbench's own ``w`` waits for the lock), its images are not written there."""
+        if self.mode == "a" and self._lock is not None and not self._lock.holds(self.path):
+            raise StoreReplacedError(
+                f"{self.path} was replaced by another program since this writer opened it; the images it "
+                "appended were not committed into the store now there. Reopen it with mode='a' and append again"
+            )
 
     def _release_lock(self) -> None:
         if self._lock is not None:

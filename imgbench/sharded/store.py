@@ -9,20 +9,22 @@ manifest atomically under the writer lock.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from imgbench.core import atomic, checksum, transport
-from imgbench.core.errors import CorruptStoreError, ImgbenchError, UnsupportedError
+from imgbench.core.errors import CorruptStoreError, ImgbenchError, StoreReplacedError, UnsupportedError
 from imgbench.core.store import Attrs, Store, stack_if_uniform
 from imgbench.core.transport import URL
 from imgbench.sharded.build import check_limit, shard_name
+from imgbench.sharded.leftovers import remove_leftovers
 from imgbench.sharded.manifest import (
     build_manifest,
     describe_shard,
@@ -80,7 +82,7 @@ class ShardedStore(Store):
                 raise UnsupportedError(
                     "images_per_shard/bytes_per_shard choose how a dataset is written; drop them to read it"
                 )
-            self._preread = self._read_manifest()
+            self._preread = self._read_manifest_pinned()
             inner = self._preread["backend"]
         elif mode == "a":
             inner = read_manifest(path)["backend"]
@@ -98,9 +100,43 @@ class ShardedStore(Store):
     def detect(cls, path: Path) -> bool:
         return detect(path)
 
+    def _what(self) -> str:
+        return f"sharded {self.name} dataset"
+
     def _read_manifest(self) -> dict[str, Any]:
         """The validated manifest at ``self.path`` (local file here; an object for remote readers)."""
         return read_manifest(self.path)
+
+    def _identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the dataset directory now at ``self.path``; None for a URL or nothing there."""
+        if isinstance(self.path, URL):
+            return None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _read_manifest_pinned(self) -> dict[str, Any]:
+        """The manifest, with the identity of the directory it was read from (``_opened_as``), so that shards
+        opened later are known to come from that same dataset and not from one a ``w`` swapped in since."""
+        for _ in range(10):
+            before = self._identity()
+            meta = self._read_manifest()
+            if self._identity() == before:
+                break
+        self._opened_as = before
+        return meta
+
+    def _check_not_replaced(self) -> None:
+        """StoreReplacedError when the directory at the path is no longer the dataset this reader opened
+        (a legal ``w`` replaced it): its shards are gone or another dataset's, never "damaged"."""
+        opened = getattr(self, "_opened_as", None)
+        if opened is not None and self._identity() != opened:
+            raise StoreReplacedError(
+                f"{self.path}: the dataset was replaced since it was opened; reopen it to read the new one "
+                "(mode 'w' or convert --overwrite wrote it; nothing is damaged)"
+            )
 
     def _shard_class(self, inner: str) -> type[Store]:
         """The class that reads (and writes) this dataset's shards of backend ``inner``."""
@@ -167,6 +203,11 @@ class ShardedStore(Store):
         """Number of shards named by the manifest."""
         return len(self._entries)
 
+    @property
+    def shard_names(self) -> list[str]:
+        """The shards named by the manifest, in dataset order."""
+        return [e["name"] for e in self._entries]
+
     # ------------------------------------------------------------ writing
     def _inner_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.options.items() if k in self._inner_cls.option_defaults}
@@ -183,6 +224,8 @@ class ShardedStore(Store):
         meta = read_manifest(target)
         self.compression, self.level = meta["compression"], meta["level"]
         self._entries = [dict(e) for e in meta["shards"]]
+        # Shards (and temporaries) a killed appender published but never committed: under the lock, gone.
+        remove_leftovers(target, (e["name"] for e in self._entries))
         return meta
 
     def _current(self) -> Store:
@@ -226,6 +269,7 @@ class ShardedStore(Store):
 
     def _write_checked(self, images: np.ndarray | list[np.ndarray], labels: np.ndarray | None, start: int) -> None:
         # Each shard digests its own images; nothing to compute here.
+        self._check_still_ours()
         self._write(images, labels, start)
 
     def _write(self, images: np.ndarray | list[np.ndarray], labels: np.ndarray | None, start: int) -> None:
@@ -289,7 +333,7 @@ class ShardedStore(Store):
         self._open = OrderedDict()
         self._sums, self._labs = {}, {}
         meta, self._preread = self._preread, None
-        return meta if meta is not None else self._read_manifest()
+        return meta if meta is not None else self._read_manifest_pinned()
 
     def _reader_handles(self) -> Any:
         return self._open
@@ -308,6 +352,43 @@ class ShardedStore(Store):
         if shard is not None:
             self._open.move_to_end(k)
             return shard
+        self._check_not_replaced()
+        try:
+            shard = self._open_shard(k)
+        except CorruptStoreError:
+            self._check_not_replaced()  # swapped between the check and the open: replaced, not damaged
+            raise
+        # Checked again once open: a shard opened from a dataset swapped in meanwhile is never read.
+        try:
+            self._check_not_replaced()
+        except BaseException:
+            shard.close()
+            raise
+        self._open[k] = shard
+        while len(self._open) > MAX_OPEN_SHARDS:
+            _, old = self._open.popitem(last=False)
+            old.close()
+        return shard
+
+    @contextlib.contextmanager
+    def _replaced_not_damaged(self) -> Iterator[None]:
+        """A shard that reads by path (disk) finds its files gone once ``w`` replaced the dataset: say so."""
+        try:
+            yield
+        except CorruptStoreError:
+            self._check_not_replaced()
+            raise
+
+    def __getitem__(self, index: int | slice) -> Any:
+        with self._replaced_not_damaged():
+            return super().__getitem__(index)
+
+    def read_many(self, indices: Iterable[int] | None = None) -> np.ndarray | list[np.ndarray]:
+        with self._replaced_not_damaged():
+            return super().read_many(indices)
+
+    def _open_shard(self, k: int) -> Store:
+        """Shard ``k`` opened for reading and checked against its manifest entry (CorruptStoreError if not)."""
         entry = self._entries[k]
         path = self.path / entry["name"]  # a Path, or a URL for a remote dataset
         where = f"{self.path}: shard {entry['name']}"
@@ -330,10 +411,6 @@ class ShardedStore(Store):
         except BaseException:
             shard.close()
             raise
-        self._open[k] = shard
-        while len(self._open) > MAX_OPEN_SHARDS:
-            _, old = self._open.popitem(last=False)
-            old.close()
         return shard
 
     def _check_shard(self, k: int, shard: Store, where: str) -> None:
