@@ -234,6 +234,7 @@ def recommend(results: dict[str, Any]) -> dict[str, list[str]]:
             text += f"; within {SIZE_TIE:.0%} of it: " + ", ".join(setting(r) for r in size_runs[1:])
         lines.append(text + ")")
         lines.extend(_trade_off(runs, size_runs, v["read"]))
+        lines.extend(_against_png(runs))
         files = _files_line(results, name)
         if files:
             lines.append(files)
@@ -267,3 +268,30 @@ def _trade_off(runs: list[dict[str, Any]], compact_runs: list[dict[str, Any]], r
     return [f"Trade-off: {_names(names)}{tie} {'is' if len(names) == 1 else 'are'} the fastest of the smallest; "
             f"{'it saves' if len(names) == 1 else 'they save'} {saved:.0%} of the space of {_names(read.winners)} "
             f"but {'reads' if len(names) == 1 else 'read'} {slower:.1f}x slower."]
+
+
+def _against_png(runs: list[dict[str, Any]]) -> list[str]:
+    """The smallest and the fastest-decoding lossless setting against PNG, where PNG was measured: what a
+    radiology archive saves by leaving PNG (every compression imgbench stores is lossless)."""
+    png = [r for r in runs if r["compression"] == "png"]
+    packed = [r for r in runs if r["compression"] not in ("none", "png")]
+    if not png or not packed:
+        return []
+    ref = min(png, key=lambda r: r["disk"]["allocated"])
+    ref_bytes = ref["disk"]["allocated"]
+    lines = []
+    small = min(packed, key=lambda r: (r["disk"]["allocated"], setting(r)))
+    saved = ref_bytes - small["disk"]["allocated"]
+    if saved > 0:
+        lines.append(f"Smallest lossless against PNG: {setting(small)} stores these images in "
+                     f"{fmt_bytes(small['disk']['allocated'])}, {fmt_bytes(saved)} ({saved / ref_bytes:.0%}) less than "
+                     f"{setting(ref)} ({fmt_bytes(ref_bytes)}).")
+    fastest = leaders([*packed, *png], "read_s")
+    if not any(r["compression"] == "png" for r in fastest):
+        first = fastest[0]
+        speedup = median(ref, "read_s") / median(first, "read_s") if median(first, "read_s") > 0 else None
+        size = first["disk"]["allocated"]
+        lines.append(f"Fastest-decoding compressed: {_names([setting(r) for r in fastest])} reads all "
+                     + (f"{speedup:.1f}x faster than {setting(ref)}" if speedup else f"faster than {setting(ref)}")
+                     + f" at {size / ref_bytes:.0%} of its bytes.")
+    return lines
