@@ -83,6 +83,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         )
     for warning in done.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for note in done.notes:
+        print(f"note: {note}", file=sys.stderr)
     classes = f", {len(done.classes)} classes" if done.classes else ""
     shards = f"; {done.shards} shards" if done.shards is not None else ""
     print(f"wrote {done.images} images{classes} to {done.dst} ({done.backend}, {done.compression}{shards})")

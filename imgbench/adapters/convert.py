@@ -37,6 +37,8 @@ class ConvertReport:
     skipped: Counter = field(default_factory=Counter)
     #: number of shards of a sharded dataset; None for a plain store
     shards: int | None = None
+    #: how the images were ordered (DICOM series in slice order)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def warnings(self) -> list[str]:
@@ -137,7 +139,7 @@ def convert(
         return report
 
     found = sources.scan(src_path)
-    report.classes, report.ignored = found.classes, found.ignored
+    report.classes, report.ignored, report.notes = found.classes, found.ignored, found.notes
     if total:
         total(len(found.files))
     with open_store(dst_path, mode, backend=backend, compression=compression, level=level) as out:
@@ -166,6 +168,7 @@ def describe(report: ConvertReport) -> dict[str, Any]:
         "ignored": report.ignored,
         "skipped": dict(report.skipped),
         "shards": report.shards,
+        "notes": report.notes,
     }
 
 
@@ -291,7 +294,7 @@ def convert_sharded(
                            "labels": None if labels is None else labels[a:b].tolist(), "dst": str(tmp), **common}
         else:
             found = sources.scan(src_path)
-            report.classes, report.ignored = found.classes, found.ignored
+            report.classes, report.ignored, report.notes = found.classes, found.ignored, found.notes
             n = len(found.files)
             sizes = [os.stat(f.path).st_size for f in found.files] if "bytes" in limit else None
             slices = sharded.plan(n, sizes, **{_KW[k]: v for k, v in limit.items()})

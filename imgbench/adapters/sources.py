@@ -65,6 +65,8 @@ class Scan:
     files: list[SourceFile]
     classes: list[str] | None
     ignored: int = 0
+    #: what the order of the files took into account (DICOM series put in slice order)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def labelled(self) -> bool:
@@ -81,6 +83,8 @@ class Loaded:
     files_read: int = 0
     skipped: Counter = field(default_factory=Counter)
     truncated: bool = False
+    #: how the files were ordered (DICOM series in slice order)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def warnings(self) -> list[str]:
@@ -130,6 +134,7 @@ def scan(folder: str | os.PathLike) -> Scan:
             f"{root} holds no images{what}; imgbench reads {', '.join(sorted(set(SUFFIXES)))} and DICOM files"
         )
     found.sort(key=lambda item: item[0])
+    notes = _slice_order(found)
     in_subfolders = all("/" in rel for rel, _, _ in found)
     classes = sorted({rel.split("/", 1)[0] for rel, _, _ in found}) if in_subfolders else None
     index = {name: i for i, name in enumerate(classes or [])}
@@ -137,7 +142,26 @@ def scan(folder: str | os.PathLike) -> Scan:
         SourceFile(path, kind, index[rel.split("/", 1)[0]] if classes is not None else None)
         for rel, path, kind in found
     ]
-    return Scan(root, files, classes, ignored)
+    return Scan(root, files, classes, ignored, notes)
+
+
+def _slice_order(found: list[tuple[str, Path, str]]) -> list[str]:
+    """Put the DICOM files of ``found`` (sorted by name) in slice order, series by series, in place; the
+    notes say which series moved and by what. Without pydicom the DICOM files are skipped later anyway."""
+    slots = [k for k, (_, _, kind) in enumerate(found) if kind == "dicom"]
+    if len(slots) < 2:
+        return []
+    try:
+        import pydicom  # noqa: F401
+    except ImportError:
+        return []
+    from imgbench.adapters import dicom_series
+
+    new, notes = dicom_series.order([found[k][0] for k in slots], [found[k][1] for k in slots])
+    moved = [found[slots[i]] for i in new]
+    for slot, item in zip(slots, moved, strict=True):
+        found[slot] = item
+    return notes
 
 
 # ----------------------------------------------------------------- readers
@@ -298,4 +322,5 @@ def load(
         files_read=files_read,
         skipped=skipped,
         truncated=truncated,
+        notes=found.notes,
     )

@@ -241,7 +241,7 @@ def source_dataset(folder: str | os.PathLike, counts: Sequence[int] | None = Non
     else:
         loaded = sources.load(folder, max_images=max_count, max_bytes=budget)
     images = loaded.images
-    notes = list(loaded.warnings)
+    notes = list(loaded.warnings) + list(loaded.notes)
     n = len(images)
     if counts:
         usable = sorted(c for c in counts if c <= n)
