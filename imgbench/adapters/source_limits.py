@@ -158,6 +158,17 @@ class _Collect(logging.Handler):
         notes = _NOTES.get()
         if notes is not None:
             notes.append(f"{record.name}: {record.getMessage()}")
+        elif logging.lastResort is not None and record.levelno >= logging.lastResort.level and not self._others(record):
+            logging.lastResort.handle(record)  # outside imgbench's reads: as if this handler were not there
+
+    def _others(self, record: logging.LogRecord) -> bool:
+        """Whether another handler sees ``record`` (then Python would not have used its last resort)."""
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            if any(h is not self for h in logger.handlers):
+                return True
+            logger = logger.parent if logger.propagate else None
+        return False
 
 
 _HANDLER = _Collect(logging.WARNING)

@@ -184,20 +184,20 @@ class Page:
 
 
 @contextlib.contextmanager
-def _reading(what: str, path: Path) -> Iterator[None]:
-    """Any failure inside is SourceError naming the file, with what the library logged (once, one line)."""
+def _reading(what: str, path: Path, seen: list[str]) -> Iterator[None]:
+    """Any failure inside is SourceError naming the file, with what the libraries logged about it
+    (in ``seen``, kept across the header and the pages), in one line and never on stderr."""
     with library_notes() as notes:
         try:
             yield
         except (SkipFile, SourceError):
             raise
         except Exception as exc:
-            logged = ""
-            if notes:
-                more = f" and {len(notes) - 1} more" if len(notes) > 1 else ""
-                logged = f" ({notes[0]}{more})"
-            message = f"cannot read {what} {path}: {exc}{logged}"
-            raise SourceError(" ".join(message.split())) from None
+            logged = seen + notes
+            said = f" ({logged[0]}{f' and {len(logged) - 1} more' if len(logged) > 1 else ''})" if logged else ""
+            raise SourceError(" ".join(f"cannot read {what} {path}: {exc}{said}".split())) from None
+        finally:
+            seen.extend(notes)
 
 
 def _check_declared(shape: tuple[int, ...], dtype: np.dtype | None) -> None:
@@ -223,7 +223,7 @@ def _png_header(head: bytes) -> tuple[tuple[int, ...], np.dtype] | None:
     )
 
 
-def _png_pages(f: BinaryIO, path: Path, limit: int | None) -> Iterator[Page]:
+def _png_pages(f: BinaryIO, path: Path, limit: int | None, seen: list[str]) -> Iterator[Page]:
     import imagecodecs
 
     declared = _png_header(f.read(26))
@@ -233,7 +233,7 @@ def _png_pages(f: BinaryIO, path: Path, limit: int | None) -> Iterator[Page]:
     data = read_bounded(f, max_file_bytes(limit))  # libpng (imagecodecs) needs all the bytes
 
     def decode() -> np.ndarray:
-        with _reading("PNG", path):
+        with _reading("PNG", path, seen):
             return imagecodecs.png_decode(data)
 
     if declared is None:  # not a PNG: libpng says what is wrong
@@ -246,10 +246,10 @@ def _png_pages(f: BinaryIO, path: Path, limit: int | None) -> Iterator[Page]:
 _JPEG_KEEP = {"L": 1, "RGB": 3, "CMYK": 4, "I;16": 1}
 
 
-def _jpeg_pages(f: BinaryIO, path: Path, limit: int | None) -> Iterator[Page]:
+def _jpeg_pages(f: BinaryIO, path: Path, limit: int | None, seen: list[str]) -> Iterator[Page]:
     from PIL import Image, JpegImagePlugin
 
-    with _reading("JPEG", path):
+    with _reading("JPEG", path, seen):
         try:
             # The JPEG plugin itself reads only the header: the size is checked here, against
             # max_image_pixels, before Image.open's own decompression-bomb check could refuse or warn.
@@ -270,7 +270,7 @@ def _jpeg_pages(f: BinaryIO, path: Path, limit: int | None) -> Iterator[Page]:
         shape = (height, width) if samples == 1 else (height, width, samples)
 
         def decode() -> np.ndarray:
-            with _reading("JPEG", path):
+            with _reading("JPEG", path, seen):
                 im.load()
                 return np.asarray(im if im.mode == mode else im.convert(mode))
 
@@ -286,14 +286,14 @@ def _tiff_shape(page: Any) -> tuple[int, ...]:
     return shape
 
 
-def _tiff_pages(f: BinaryIO, path: Path, limit: int | None) -> Iterator[Page]:
+def _tiff_pages(f: BinaryIO, path: Path, limit: int | None, seen: list[str]) -> Iterator[Page]:
     import tifffile
 
-    with _reading("TIFF", path):
+    with _reading("TIFF", path, seen):
         tif = tifffile.TiffFile(f)
     with tif:
         declared = []
-        with _reading("TIFF", path):
+        with _reading("TIFF", path, seen):
             pages = tif.pages
             pages.cache = False  # one page's metadata in memory at a time, however many pages
             n = len(pages)
@@ -305,7 +305,7 @@ def _tiff_pages(f: BinaryIO, path: Path, limit: int | None) -> Iterator[Page]:
                 declared.append((shape, page.dtype))
 
         def decode(k: int) -> np.ndarray:
-            with _reading("TIFF", path):
+            with _reading("TIFF", path, seen):
                 page = tif.pages[k]
                 image = page.asarray()
                 if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and image.ndim == 3:
@@ -316,13 +316,13 @@ def _tiff_pages(f: BinaryIO, path: Path, limit: int | None) -> Iterator[Page]:
             yield Page(shape, dtype, functools.partial(decode, k))
 
 
-def _dicom_pages(f: BinaryIO, path: Path, limit: int | None) -> Iterator[Page]:
+def _dicom_pages(f: BinaryIO, path: Path, limit: int | None, seen: list[str]) -> Iterator[Page]:
     try:
         import pydicom
         from pydicom.pixels import iter_pixels
     except ImportError:
         raise SkipFile("DICOM needs pydicom: pip install 'imgbench[dicom]'") from None
-    with _reading("DICOM", path):
+    with _reading("DICOM", path, seen):
         ds = pydicom.dcmread(f, defer_size=1 << 16)  # large values (the pixels) stay in the file
     if "PixelData" not in ds:
         raise SkipFile("DICOM without pixel data")
@@ -347,11 +347,11 @@ def _dicom_pages(f: BinaryIO, path: Path, limit: int | None) -> Iterator[Page]:
     dtype = np.dtype(f"{'i' if ds.get('PixelRepresentation', 0) == 1 else 'u'}{max(1, bits // 8)}")
     shape = (rows, columns) if samples == 1 else (rows, columns, samples)
     f.seek(0)
-    with _reading("DICOM pixels in", path):
+    with _reading("DICOM pixels in", path, seen):
         stream = iter_pixels(f)  # one frame decoded at a time
 
     def decode() -> np.ndarray:
-        with _reading("DICOM pixels in", path):
+        with _reading("DICOM pixels in", path, seen):
             return np.ascontiguousarray(next(stream))
 
     try:
@@ -361,7 +361,7 @@ def _dicom_pages(f: BinaryIO, path: Path, limit: int | None) -> Iterator[Page]:
         stream.close()  # pydicom's generator seeks the file back when closed: while it is open
 
 
-_PAGES: dict[str, Callable[[BinaryIO, Path, int | None], Iterator[Page]]] = {
+_PAGES: dict[str, Callable[[BinaryIO, Path, int | None, list[str]], Iterator[Page]]] = {
     "png": _png_pages, "jpeg": _jpeg_pages, "tiff": _tiff_pages, "dicom": _dicom_pages,
 }
 
@@ -401,7 +401,9 @@ def iter_pages(source: SourceFile | str | os.PathLike, *, max_image_pixels: int 
     """
     source = _as_source(source)
     limit = pixel_limit(max_image_pixels)
-    with open_regular(source.path) as f, contextlib.closing(_PAGES[source.kind](f, source.path, limit)) as pages:
+    with open_regular(source.path) as f, contextlib.closing(
+        _PAGES[source.kind](f, source.path, limit, [])
+    ) as pages:
         for page in pages:  # closed (readers finish) before the file is, even when the caller stops early
             yield Page(page.shape, page.dtype, functools.partial(_finish, page.decode))
 
