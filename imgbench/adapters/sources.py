@@ -352,7 +352,10 @@ def _dicom_pages(f: BinaryIO, path: Path, limit: int | None, seen: list[str]) ->
 
     def decode() -> np.ndarray:
         with _reading("DICOM pixels in", path, seen):
-            return np.ascontiguousarray(next(stream))
+            frame = next(stream, None)
+        if frame is None:
+            raise SourceError(f"cannot read DICOM pixels in {path}: it declares {frames} frames and holds fewer")
+        return np.ascontiguousarray(frame)
 
     try:
         for _ in range(frames):
