@@ -267,11 +267,16 @@ def source_dataset(
                 f"read the first {n} images of the folder (a {budget >> 20} MiB budget); "
                 "pass --counts to measure more"
             )
+    kinds = sorted({f"{im.dtype}" for im in images})
     stacked: np.ndarray | list[np.ndarray] = images
     if all(im.shape == images[0].shape and im.dtype == images[0].dtype for im in images):
-        stacked = np.stack(images)
+        # one image at a time into one array, each dropped once copied: the pixels are held once, not twice
+        stacked = np.empty((n, *images[0].shape), images[0].dtype)
+        for k in range(n):
+            stacked[k] = images[k]
+            images[k] = None  # type: ignore[call-overload]
+        loaded.images = images = []
     name = Path(os.fspath(folder)).expanduser().resolve().name or "source"
-    kinds = sorted({f"{im.dtype}" for im in images})
     about = f"your images from {folder} ({n} images, {', '.join(kinds)}" + (
         f", {len(loaded.classes)} classes)" if loaded.classes else ")"
     )
