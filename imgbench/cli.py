@@ -58,6 +58,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         out=args.out, source=args.source, datasets_=args.datasets, counts=args.counts, backends=args.backends,
         compressions=args.compressions, repeats=args.repeats, cache=args.cache, quick=args.quick,
         random_reads=args.random_reads, workdir=args.workdir, parallel_workers=args.parallel_workers,
+        max_image_pixels=args.max_image_pixels,
     )
     with harness.progress_bar(plan.steps(), enabled=not args.quiet) as progress:
         early = terminal.DatasetPrinter(pause=progress.paused)
@@ -80,6 +81,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             args.src, args.dst, backend=args.backend, compression=args.compression, level=args.level,
             overwrite=args.overwrite, progress=bar.advance, total=bar.set_total, images_per_shard=args.images_per_shard,
             bytes_per_shard=args.bytes_per_shard, shards=args.shards, workers=args.workers, scheduler=args.scheduler,
+            max_image_pixels=args.max_image_pixels,
         )
     for warning in done.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -162,6 +164,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
+_MAX_PIXELS_HELP = ("skip source images declaring more than N pixels (height x width), before decoding them "
+                    "(default: Pillow's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="imgbench", description="Store many images fast and safely; measure how.")
     parser.add_argument("--version", action="version", version=f"imgbench {__version__}")
@@ -198,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--parallel-workers", nargs="+", metavar="N",
                       help="also read a sharded copy of each dataset with N worker processes at once, for each N "
                       "(aggregate images/s and speed-up); 0 skips it (default: 1 2 ... up to the core count)")
+    cmp_.add_argument("--max-image-pixels", type=int, metavar="N", help=_MAX_PIXELS_HELP)
     cmp_.add_argument("--quick", action="store_true", help="small counts, one repeat: a smoke test in seconds")
     cmp_.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     cmp_.set_defaults(func=_cmd_compare)
@@ -215,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                       + "; ".join(f"{n}: {', '.join(offered[n])}" for n in names))
     conv.add_argument("--level", type=int, help="compression level, where the compression has one")
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it is an imgbench store")
+    conv.add_argument("--max-image-pixels", type=int, metavar="N", help=_MAX_PIXELS_HELP)
     shard = conv.add_argument_group(
         "sharded dataset", "DST becomes a directory of shard stores plus imgbench-shards.json; give one limit")
     shard.add_argument("--images-per-shard", type=int, metavar="N", help="N source files (images) per shard")
@@ -301,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imgbench: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        import warnings
+
+        # What the interrupt cut short may warn as it is collected (a never-awaited fsspec coroutine);
+        # after Ctrl-C the one line below is all the user asked for.
+        warnings.simplefilter("ignore")
         print("imgbench: interrupted", file=sys.stderr)
         return 130
 

@@ -46,19 +46,17 @@ class ConvertReport:
 
 
 def _read_files(
-    files: Iterable[sources.SourceFile], skipped: Counter, tick: Callable[[int], None]
+    files: Iterable[sources.SourceFile], skipped: Counter, tick: Callable[[int], None],
+    max_image_pixels: int | None = None,
 ) -> Iterator[tuple[Any, int | None]]:
-    """(image, label) of every usable image in ``files``, in order; unusable files are counted in
-    ``skipped`` by reason. ``tick(1)`` after each file. Shared by plain and sharded conversion."""
+    """(image, label) of every usable image in ``files``, in order, one page at a time; unusable files
+    are counted in ``skipped`` by reason. ``tick(1)`` after each file. Shared by plain and sharded conversion."""
     for source in files:
         try:
-            images = sources.read_file(source)
+            for page in sources.iter_pages(source, max_image_pixels=max_image_pixels):
+                yield page.decode(), source.label
         except sources.SkipFile as why:
             skipped[str(why)] += 1
-            tick(1)
-            continue
-        for image in images:
-            yield image, source.label
         tick(1)
 
 
@@ -82,6 +80,7 @@ def convert(
     shards: int | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
+    max_image_pixels: int | None = None,
 ) -> ConvertReport:
     """Copy every image (and label) of ``src`` into a new store at ``dst``.
 
@@ -94,6 +93,11 @@ def convert(
     ``workers`` or ``scheduler`` makes ``dst`` a sharded dataset (see
     :func:`convert_sharded`); ``workers``/``scheduler`` write its shards in
     parallel on Dask.
+
+    A folder's files are read only if they are regular files, and an image
+    declaring more than ``max_image_pixels`` pixels (default Pillow's
+    ``PIL.Image.MAX_IMAGE_PIXELS``) is skipped before it is decoded; both are
+    counted in the report's ``skipped``.
     """
     src_path = Path(os.fspath(src)).expanduser()
     dst_path = transport.local_destination(dst, "destination")
@@ -102,6 +106,7 @@ def convert(
     if src_path.resolve() == dst_path.resolve():
         raise ImgbenchError(f"source and destination are the same path ({src_path}); choose another DST")
     # Bad options fail before any image is read.
+    sources.pixel_limit(max_image_pixels)
     target = registry.get(backend) if backend is not None else registry.from_suffix(dst_path)
     if compression is not None and compression not in target.compressions:
         raise UnsupportedError(
@@ -112,7 +117,7 @@ def convert(
         return convert_sharded(
             src_path, dst_path, backend=target.name, compression=compression, level=level, overwrite=overwrite,
             progress=progress, total=total, images_per_shard=images_per_shard, bytes_per_shard=bytes_per_shard,
-            shards=shards, workers=workers, scheduler=scheduler,
+            shards=shards, workers=workers, scheduler=scheduler, max_image_pixels=max_image_pixels,
         )
     tick = progress or (lambda k: None)
     mode = "w" if overwrite else "x"
@@ -140,11 +145,12 @@ def convert(
 
     found = sources.scan(src_path)
     report.classes, report.ignored, report.notes = found.classes, found.ignored, found.notes
+    report.skipped.update(found.skipped)
     if total:
         total(len(found.files))
     with open_store(dst_path, mode, backend=backend, compression=compression, level=level) as out:
         count = 0
-        for image, label in _read_files(found.files, report.skipped, tick):
+        for image, label in _read_files(found.files, report.skipped, tick, max_image_pixels):
             out.append(image, label=label)
             count += 1
         if count == 0:
@@ -206,7 +212,7 @@ def convert_shard(task: dict[str, Any], tick: Callable[[int], None] | None = Non
     def from_files():
         root = Path(task["root"])
         files = (sources.SourceFile(root / rel, kind, label) for rel, kind, label in task["files"])
-        return _read_files(files, skipped, step)
+        return _read_files(files, skipped, step, task.get("max_image_pixels"))
 
     def from_store():
         labels = task["labels"]
@@ -241,6 +247,7 @@ def convert_sharded(
     shards: int | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
+    max_image_pixels: int | None = None,
 ) -> ConvertReport:
     """Convert ``src`` into a sharded dataset at ``dst``: one shard per slice of the sorted source.
 
@@ -295,8 +302,9 @@ def convert_sharded(
         else:
             found = sources.scan(src_path)
             report.classes, report.ignored, report.notes = found.classes, found.ignored, found.notes
+            report.skipped.update(found.skipped)
             n = len(found.files)
-            sizes = [os.stat(f.path).st_size for f in found.files] if "bytes" in limit else None
+            sizes = [_file_size(f.path) for f in found.files] if "bytes" in limit else None
             slices = sharded.plan(n, sizes, **{_KW[k]: v for k, v in limit.items()})
             attrs = {"classes": found.classes} if found.classes is not None else {}
             attrs["source"] = str(src_path)
@@ -306,7 +314,7 @@ def convert_sharded(
                 for k, (a, b) in enumerate(slices):
                     files = [(f.path.relative_to(root).as_posix(), f.kind, f.label) for f in found.files[a:b]]
                     yield {"root": str(root), "files": files, "name": sharded.shard_name(k, backend), "dst": str(tmp),
-                           **common}
+                           "max_image_pixels": max_image_pixels, **common}
         if total:
             total(n)
 
@@ -334,6 +342,14 @@ def convert_sharded(
             lock.close()
     report.backend, report.compression, report.shards = backend, manifest["compression"], len(names)
     return report
+
+
+def _file_size(path: Path) -> int:
+    """Bytes of a source file for shard planning; 0 for what will be skipped (a broken link, say)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 _KW = {"images": "images_per_shard", "bytes": "bytes_per_shard", "shards": "shards"}

@@ -13,19 +13,40 @@ Labels come from first-level sub-folder names when every image sits in one
 What is not an image (``notes.txt``) is ignored and counted; a damaged image
 is an error naming the file; a DICOM file whose compressed transfer syntax
 needs a decoder that is not installed is skipped with a counted warning.
+
+What reading may cost is bounded (:mod:`imgbench.adapters.source_limits`): only
+regular files are opened (a FIFO, a device, a socket or a broken link is
+skipped and counted), every image's declared size is checked against
+``max_image_pixels`` before it is decoded, and files are decoded one page or
+frame at a time (:func:`iter_pages`), so memory holds one image, not a file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import struct
+import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from imgbench.core.errors import ImgbenchError, StoreNotFoundError
+from imgbench.adapters.source_limits import (
+    SkipFile,
+    SourceError,
+    check_pixels,
+    library_notes,
+    max_file_bytes,
+    open_regular,
+    pixel_limit,
+    read_bounded,
+)
+from imgbench.core.errors import StoreNotFoundError
 
 #: file suffix (lower case) -> kind
 SUFFIXES: dict[str, str] = {
@@ -40,14 +61,6 @@ SUFFIXES: dict[str, str] = {
 }
 #: dtypes every backend stores exactly
 STORABLE = frozenset(np.dtype(d) for d in ("uint8", "uint16", "int16", "float32"))
-
-
-class SourceError(ImgbenchError):
-    """A source folder or file that cannot be used (missing, empty, unreadable)."""
-
-
-class SkipFile(Exception):
-    """Internal: this file is skipped with a counted warning, not an error."""
 
 
 @dataclass
@@ -65,6 +78,8 @@ class Scan:
     files: list[SourceFile]
     classes: list[str] | None
     ignored: int = 0
+    #: files skipped while scanning (a FIFO with no suffix, which could have been DICOM), by reason
+    skipped: Counter = field(default_factory=Counter)
     #: what the order of the files took into account (DICOM series put in slice order)
     notes: list[str] = field(default_factory=list)
 
@@ -92,11 +107,14 @@ class Loaded:
 
 
 def _is_dicom(path: Path) -> bool:
-    """DICOM files often have no suffix; the Part 10 preamble says what they are."""
+    """DICOM files often have no suffix; the Part 10 preamble says what they are.
+
+    Only a regular file is opened (SkipFile otherwise): a FIFO named ``README`` must not block.
+    """
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             head = f.read(132)
-    except OSError:
+    except (SourceError, OSError):
         return False
     return len(head) == 132 and head[128:] == b"DICM"
 
@@ -117,19 +135,25 @@ def scan(folder: str | os.PathLike) -> Scan:
         raise SourceError(f"{root} is a file; give a folder of images (PNG, JPEG, TIFF, DICOM)")
     found: list[tuple[str, Path, str]] = []
     ignored = 0
+    skipped: Counter = Counter()
     for dirpath, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             if name.startswith("."):
                 continue
             path = Path(dirpath) / name
-            kind = _kind(path)
+            try:
+                kind = _kind(path)
+            except SkipFile as why:
+                skipped[str(why)] += 1
+                continue
             if kind is None:
                 ignored += 1
                 continue
             found.append((path.relative_to(root).as_posix(), path, kind))
     if not found:
         what = f" ({ignored} other file(s) ignored)" if ignored else ""
+        what += "".join(f" (skipped {n} file(s): {why})" for why, n in skipped.items())
         raise SourceError(
             f"{root} holds no images{what}; imgbench reads {', '.join(sorted(set(SUFFIXES)))} and DICOM files"
         )
@@ -142,7 +166,7 @@ def scan(folder: str | os.PathLike) -> Scan:
         SourceFile(path, kind, index[rel.split("/", 1)[0]] if classes is not None else None)
         for rel, path, kind in found
     ]
-    return Scan(root, files, classes, ignored, notes)
+    return Scan(root, files, classes, ignored, skipped, notes)
 
 
 def _slice_order(found: list[tuple[str, Path, str]]) -> list[str]:
@@ -165,54 +189,165 @@ def _slice_order(found: list[tuple[str, Path, str]]) -> list[str]:
 
 
 # ----------------------------------------------------------------- readers
-def _read_png(path: Path) -> list[np.ndarray]:
+@dataclass(frozen=True)
+class Page:
+    """One image of a source file, known by the shape and dtype its file declares, before it is decoded.
+
+    ``decode()`` reads its pixels; call it (at most once) before asking the file for its next page,
+    since pages are read from the open file in order.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    decode: Callable[[], np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the decoded image takes (as declared)."""
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@contextlib.contextmanager
+def _reading(what: str, path: Path, seen: list[str]) -> Iterator[None]:
+    """Any failure inside is SourceError naming the file, with what the libraries logged about it
+    (in ``seen``, kept across the header and the pages), in one line and never on stderr."""
+    with library_notes() as notes:
+        try:
+            yield
+        except (SkipFile, SourceError):
+            raise
+        except Exception as exc:
+            logged = seen + notes
+            said = f" ({logged[0]}{f' and {len(logged) - 1} more' if len(logged) > 1 else ''})" if logged else ""
+            raise SourceError(" ".join(f"cannot read {what} {path}: {exc}{said}".split())) from None
+        finally:
+            seen.extend(notes)
+
+
+def _check_declared(shape: tuple[int, ...], dtype: np.dtype | None) -> None:
+    if dtype is None or np.dtype(np.dtype(dtype).name) not in STORABLE:
+        raise SkipFile(f"pixel type {dtype} (stores take uint8, uint16, int16, float32)")
+    if len(shape) not in (2, 3) or (len(shape) == 3 and not 1 <= shape[2] <= 4) or 0 in shape:
+        raise SkipFile(f"image shape {tuple(shape)} (stores take HxW or HxWxC with C of 1 to 4)")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PNG colour type -> samples per decoded pixel (a palette decodes to RGB)
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+def _png_header(head: bytes) -> tuple[tuple[int, ...], np.dtype] | None:
+    """(shape, dtype) the IHDR chunk (always first) declares; None when there is none."""
+    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    samples = _PNG_SAMPLES.get(colour, 4)
+    return ((height, width) if samples == 1 else (height, width, samples)), np.dtype(
+        np.uint16 if depth == 16 else np.uint8
+    )
+
+
+def _png_pages(f: BinaryIO, path: Path, limit: int | None, seen: list[str]) -> Iterator[Page]:
     import imagecodecs
 
-    data = path.read_bytes()
-    try:
-        return [imagecodecs.png_decode(data)]
-    except Exception as exc:
-        raise SourceError(f"cannot read PNG {path}: {exc}") from None
+    declared = _png_header(f.read(26))
+    if declared is not None:
+        check_pixels(declared[0], limit, "PNG")
+    f.seek(0)
+    data = read_bounded(f, max_file_bytes(limit))  # libpng (imagecodecs) needs all the bytes
+
+    def decode() -> np.ndarray:
+        with _reading("PNG", path, seen):
+            return imagecodecs.png_decode(data)
+
+    if declared is None:  # not a PNG: libpng says what is wrong
+        image = decode()
+        yield Page(image.shape, image.dtype, lambda: image)
+        return
+    yield Page(declared[0], declared[1], decode)
 
 
-def _read_jpeg(path: Path) -> list[np.ndarray]:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("L", "RGB", "CMYK", "I;16"):
-                im = im.convert("RGB")
-            return [np.asarray(im)]
-    except Exception as exc:
-        raise SourceError(f"cannot read JPEG {path}: {exc}") from None
+_JPEG_KEEP = {"L": 1, "RGB": 3, "CMYK": 4, "I;16": 1}
 
 
-def _read_tiff(path: Path) -> list[np.ndarray]:
+def _jpeg_pages(f: BinaryIO, path: Path, limit: int | None, seen: list[str]) -> Iterator[Page]:
+    from PIL import Image, JpegImagePlugin
+
+    with _reading("JPEG", path, seen):
+        try:
+            # The JPEG plugin itself reads only the header: the size is checked here, against
+            # max_image_pixels, before Image.open's own decompression-bomb check could refuse or warn.
+            im = JpegImagePlugin.jpeg_factory(f)
+        except SyntaxError:  # not a JPEG after all (a PNG named .jpg): whatever Pillow reads it as
+            f.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                try:
+                    im = Image.open(f)
+                except Image.DecompressionBombError as exc:
+                    raise SkipFile(f"{exc} (Pillow's limit, PIL.Image.MAX_IMAGE_PIXELS)") from None
+    with im:
+        width, height = im.size
+        check_pixels((height, width), limit, "JPEG")
+        mode = im.mode if im.mode in _JPEG_KEEP else "RGB"
+        samples = _JPEG_KEEP[mode]
+        shape = (height, width) if samples == 1 else (height, width, samples)
+
+        def decode() -> np.ndarray:
+            with _reading("JPEG", path, seen):
+                im.load()
+                return np.asarray(im if im.mode == mode else im.convert(mode))
+
+        yield Page(shape, np.dtype(np.uint16 if mode == "I;16" else np.uint8), decode)
+
+
+def _tiff_shape(page: Any) -> tuple[int, ...]:
     import tifffile
 
-    try:
-        with tifffile.TiffFile(path) as tif:
-            pages = []
-            for page in tif.pages:
+    shape = tuple(page.shape)
+    if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and len(shape) == 3:
+        shape = (*shape[1:], shape[0])  # (S, H, W) -> (H, W, S)
+    return shape
+
+
+def _tiff_pages(f: BinaryIO, path: Path, limit: int | None, seen: list[str]) -> Iterator[Page]:
+    import tifffile
+
+    with _reading("TIFF", path, seen):
+        tif = tifffile.TiffFile(f)
+    with tif:
+        declared = []
+        with _reading("TIFF", path, seen):
+            pages = tif.pages
+            pages.cache = False  # one page's metadata in memory at a time, however many pages
+            n = len(pages)
+            for k in range(n):  # every page's header is checked before any page is decoded
+                page = pages[k]
+                shape = _tiff_shape(page)
+                _check_declared(shape, page.dtype)
+                check_pixels(shape, limit, f"page {k + 1} of {n}" if n > 1 else "TIFF")
+                declared.append((shape, page.dtype))
+
+        def decode(k: int) -> np.ndarray:
+            with _reading("TIFF", path, seen):
+                page = tif.pages[k]
                 image = page.asarray()
                 if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and image.ndim == 3:
                     image = np.moveaxis(image, 0, -1)  # (S, H, W) -> (H, W, S)
-                pages.append(np.ascontiguousarray(image))
-            return pages
-    except Exception as exc:
-        raise SourceError(f"cannot read TIFF {path}: {exc}") from None
+                return np.ascontiguousarray(image)
+
+        for k, (shape, dtype) in enumerate(declared):  # decoded one page at a time, as asked for
+            yield Page(shape, dtype, functools.partial(decode, k))
 
 
-def _read_dicom(path: Path) -> list[np.ndarray]:
+def _dicom_pages(f: BinaryIO, path: Path, limit: int | None, seen: list[str]) -> Iterator[Page]:
     try:
         import pydicom
+        from pydicom.pixels import iter_pixels
     except ImportError:
         raise SkipFile("DICOM needs pydicom: pip install 'imgbench[dicom]'") from None
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:
-        raise SourceError(f"cannot read DICOM {path}: {exc}") from None
+    with _reading("DICOM", path, seen):
+        ds = pydicom.dcmread(f, defer_size=1 << 16)  # large values (the pixels) stay in the file
     if "PixelData" not in ds:
         raise SkipFile("DICOM without pixel data")
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
@@ -228,17 +363,34 @@ def _read_dicom(path: Path) -> list[np.ndarray]:
                 f"DICOM compressed as {syntax.name} and no decoder for it is installed "
                 "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pyjpegls)"
             )
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:
-        raise SourceError(f"cannot decode DICOM pixels in {path}: {exc}") from None
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        return [np.ascontiguousarray(frame) for frame in pixels]
-    return [np.ascontiguousarray(pixels)]
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    check_pixels((rows, columns), limit, "DICOM frame" if frames > 1 else "DICOM")
+    bits = int(ds.get("BitsAllocated", 8) or 8)
+    dtype = np.dtype(f"{'i' if ds.get('PixelRepresentation', 0) == 1 else 'u'}{max(1, bits // 8)}")
+    shape = (rows, columns) if samples == 1 else (rows, columns, samples)
+    f.seek(0)
+    with _reading("DICOM pixels in", path, seen):
+        stream = iter_pixels(f)  # one frame decoded at a time
+
+    def decode() -> np.ndarray:
+        with _reading("DICOM pixels in", path, seen):
+            frame = next(stream, None)
+        if frame is None:
+            raise SourceError(f"cannot read DICOM pixels in {path}: it declares {frames} frames and holds fewer")
+        return np.ascontiguousarray(frame)
+
+    try:
+        for _ in range(frames):
+            yield Page(shape, dtype, decode)
+    finally:
+        stream.close()  # pydicom's generator seeks the file back when closed: while it is open
 
 
-_READERS = {"png": _read_png, "jpeg": _read_jpeg, "tiff": _read_tiff, "dicom": _read_dicom}
+_PAGES: dict[str, Callable[[BinaryIO, Path, int | None, list[str]], Iterator[Page]]] = {
+    "png": _png_pages, "jpeg": _jpeg_pages, "tiff": _tiff_pages, "dicom": _dicom_pages,
+}
 
 
 def _check(image: np.ndarray) -> None:
@@ -248,70 +400,109 @@ def _check(image: np.ndarray) -> None:
         raise SkipFile(f"image shape {image.shape} (stores take HxW or HxWxC with C of 1 to 4)")
 
 
-def read_file(source: SourceFile | str | os.PathLike) -> list[np.ndarray]:
+def _finish(decode: Callable[[], np.ndarray]) -> np.ndarray:
+    image = np.asarray(decode())
+    if image.dtype.byteorder == (">" if np.little_endian else "<"):
+        image = image.astype(image.dtype.newbyteorder("="))
+    _check(image)
+    return image
+
+
+def _as_source(source: SourceFile | str | os.PathLike) -> SourceFile:
+    if isinstance(source, SourceFile):
+        return source
+    path = Path(os.fspath(source))
+    kind = _kind(path)
+    if kind is None:
+        raise SourceError(f"{path} is not an image imgbench reads (PNG, JPEG, TIFF, DICOM)")
+    return SourceFile(path, kind)
+
+
+def iter_pages(source: SourceFile | str | os.PathLike, *, max_image_pixels: int | None = None) -> Iterator[Page]:
+    """The images of one file, one :class:`Page` at a time, each checked before it is decoded.
+
+    The file is opened only if it is a regular file (``SkipFile`` naming what it is otherwise:
+    a FIFO, a device, a socket, a broken link), and every image it declares is checked against
+    ``max_image_pixels`` (default Pillow's ``PIL.Image.MAX_IMAGE_PIXELS``) before any is decoded.
+    Multi-page TIFF and multi-frame DICOM are decoded one page/frame at a time, when asked.
+    """
+    source = _as_source(source)
+    limit = pixel_limit(max_image_pixels)
+    with open_regular(source.path) as f, contextlib.closing(
+        _PAGES[source.kind](f, source.path, limit, [])
+    ) as pages:
+        for page in pages:  # closed (readers finish) before the file is, even when the caller stops early
+            yield Page(page.shape, page.dtype, functools.partial(_finish, page.decode))
+
+
+def read_file(source: SourceFile | str | os.PathLike, *, max_image_pixels: int | None = None) -> list[np.ndarray]:
     """The images in one file (several for multi-page TIFF or multi-frame DICOM).
 
     Raises :class:`SourceError` for a damaged file and ``SkipFile`` for one that
-    is readable in principle but not here (missing DICOM decoder, exotic pixel type).
+    is readable in principle but not here (not a regular file, more pixels than
+    ``max_image_pixels``, missing DICOM decoder, exotic pixel type). To hold one
+    page in memory at a time, use :func:`iter_pages`.
     """
-    if not isinstance(source, SourceFile):
-        path = Path(os.fspath(source))
-        kind = _kind(path)
-        if kind is None:
-            raise SourceError(f"{path} is not an image imgbench reads (PNG, JPEG, TIFF, DICOM)")
-        source = SourceFile(path, kind)
-    images = _READERS[source.kind](source.path)
-    out = []
-    for image in images:
-        image = np.asarray(image)
-        if image.dtype.byteorder == (">" if np.little_endian else "<"):
-            image = image.astype(image.dtype.newbyteorder("="))
-        _check(image)
-        out.append(image)
-    return out
+    return [page.decode() for page in iter_pages(source, max_image_pixels=max_image_pixels)]
 
 
-def iter_images(found: Scan, skipped: Counter | None = None) -> Iterator[tuple[np.ndarray, int | None]]:
-    """Yield ``(image, label)`` for every image in the scanned files, counting skipped files."""
+def iter_images(
+    found: Scan, skipped: Counter | None = None, *, max_image_pixels: int | None = None
+) -> Iterator[tuple[np.ndarray, int | None]]:
+    """Yield ``(image, label)`` for every image in the scanned files, one at a time, counting skipped files."""
+    if skipped is not None:
+        skipped.update(found.skipped)
     for source in found.files:
         try:
-            images = read_file(source)
+            for page in iter_pages(source, max_image_pixels=max_image_pixels):
+                yield page.decode(), source.label
         except SkipFile as why:
             if skipped is not None:
                 skipped[str(why)] += 1
-            continue
-        for image in images:
-            yield image, source.label
 
 
 def load(
-    folder: str | os.PathLike, max_images: int | None = None, max_bytes: int | None = None
+    folder: str | os.PathLike,
+    max_images: int | None = None,
+    max_bytes: int | None = None,
+    *,
+    max_image_pixels: int | None = None,
 ) -> Loaded:
-    """Read images from ``folder`` into memory, stopping at ``max_images`` or ``max_bytes`` of pixels."""
+    """Read images from ``folder`` into memory, stopping at ``max_images`` or ``max_bytes`` of pixels.
+
+    ``max_bytes`` is checked against each image's declared size before it is decoded: the first
+    image is always read, and reading stops at the first one that would go beyond the budget
+    (one page of a multi-page TIFF, one frame of a DICOM, never the rest of the file).
+    """
     found = scan(folder)
-    skipped: Counter = Counter()
+    skipped: Counter = Counter(found.skipped)
     images: list[np.ndarray] = []
     labels: list[int] = []
     total = 0
     truncated = False
     files_read = 0
     for source in found.files:
-        if (max_images is not None and len(images) >= max_images) or (max_bytes is not None and total >= max_bytes):
-            truncated = True
+        if truncated:
             break
+        kept = len(images)
         try:
-            got = read_file(source)
+            for page in iter_pages(source, max_image_pixels=max_image_pixels):
+                if (max_images is not None and len(images) >= max_images) or (
+                    max_bytes is not None and images and total + page.nbytes > max_bytes
+                ):
+                    truncated = True
+                    break
+                image = page.decode()
+                images.append(image)
+                labels.append(source.label if source.label is not None else -1)
+                total += image.nbytes
         except SkipFile as why:
             skipped[str(why)] += 1
+            del images[kept:], labels[kept:]  # a file is used whole or not at all
+            total = sum(im.nbytes for im in images)
             continue
-        files_read += 1
-        for image in got:
-            if max_images is not None and len(images) >= max_images:
-                truncated = True
-                break
-            images.append(image)
-            labels.append(source.label if source.label is not None else -1)
-            total += image.nbytes
+        if len(images) > kept:
+            files_read += 1
     if not images:
         reasons = "; ".join(f"{n} x {why}" for why, n in skipped.items())
         raise SourceError(f"no usable images in {found.root}: {reasons}")

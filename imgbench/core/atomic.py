@@ -288,8 +288,8 @@ class WriterLock:
 
     def close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None  # forgotten first: a Ctrl-C between must not close it twice
+            os.close(fd)
 
 
 def lock_holder(st: os.stat_result) -> str:

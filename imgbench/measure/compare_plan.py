@@ -230,16 +230,26 @@ def builtin_dataset(
     )
 
 
-def source_dataset(folder: str | os.PathLike, counts: Sequence[int] | None = None, *, quick: bool = False) -> Dataset:
-    """The user's own images from ``folder`` (see :mod:`imgbench.adapters.sources`)."""
+def source_dataset(
+    folder: str | os.PathLike,
+    counts: Sequence[int] | None = None,
+    *,
+    quick: bool = False,
+    max_image_pixels: int | None = None,
+) -> Dataset:
+    """The user's own images from ``folder`` (see :mod:`imgbench.adapters.sources`).
+
+    Without ``counts``, reading stops before the first image (page, frame) whose declared size
+    would take the pixels read beyond the budget; images above ``max_image_pixels`` are skipped.
+    """
     from imgbench.adapters import sources
 
     budget = QUICK_BUDGET if quick else SOURCE_BUDGET
     max_count = QUICK_MAX_COUNT if quick else MAX_DEFAULT_COUNT
     if counts:
-        loaded = sources.load(folder, max_images=max(counts))
+        loaded = sources.load(folder, max_images=max(counts), max_image_pixels=max_image_pixels)
     else:
-        loaded = sources.load(folder, max_images=max_count, max_bytes=budget)
+        loaded = sources.load(folder, max_images=max_count, max_bytes=budget, max_image_pixels=max_image_pixels)
     images = loaded.images
     notes = list(loaded.warnings) + list(loaded.notes)
     n = len(images)
@@ -257,11 +267,16 @@ def source_dataset(folder: str | os.PathLike, counts: Sequence[int] | None = Non
                 f"read the first {n} images of the folder (a {budget >> 20} MiB budget); "
                 "pass --counts to measure more"
             )
+    kinds = sorted({f"{im.dtype}" for im in images})
     stacked: np.ndarray | list[np.ndarray] = images
     if all(im.shape == images[0].shape and im.dtype == images[0].dtype for im in images):
-        stacked = np.stack(images)
+        # one image at a time into one array, each dropped once copied: the pixels are held once, not twice
+        stacked = np.empty((n, *images[0].shape), images[0].dtype)
+        for k in range(n):
+            stacked[k] = images[k]
+            images[k] = None  # type: ignore[call-overload]
+        loaded.images = images = []
     name = Path(os.fspath(folder)).expanduser().resolve().name or "source"
-    kinds = sorted({f"{im.dtype}" for im in images})
     about = f"your images from {folder} ({n} images, {', '.join(kinds)}" + (
         f", {len(loaded.classes)} classes)" if loaded.classes else ")"
     )
@@ -285,6 +300,7 @@ def make_plan(
     random_reads: int | None = None,
     workdir: str | os.PathLike | None = None,
     parallel_workers: Sequence[str | int] | None = None,
+    max_image_pixels: int | None = None,
 ) -> Plan:
     """Turn command-line choices into a :class:`Plan` (validating all of them before anything runs).
 
@@ -295,8 +311,12 @@ def make_plan(
     skips them), 3 repeats unless ``repeats`` is given, on at most
     :data:`PARALLEL_BUDGET` bytes of each dataset unless ``counts`` are given.
     Stores are written under ``workdir`` (default: ``out``), i.e. on the disk
-    the user chose.
+    the user chose. ``source`` images above ``max_image_pixels`` pixels
+    (default Pillow's ``PIL.Image.MAX_IMAGE_PIXELS``) are skipped undecoded.
     """
+    from imgbench.adapters.source_limits import pixel_limit
+
+    pixel_limit(max_image_pixels)  # a bad limit fails before anything is read
     if repeats is not None and repeats < 1:
         raise CompareError(f"--repeats must be at least 1, got {repeats}")
     for role, where in (("report folder (--out)", out), ("work folder (--workdir)", workdir)):
@@ -321,7 +341,7 @@ def make_plan(
         raise CompareError(f"--workdir {where} is a file; give a folder")
     chosen: list[Dataset] = []
     if source is not None:
-        chosen.append(source_dataset(source, parsed, quick=quick))
+        chosen.append(source_dataset(source, parsed, quick=quick, max_image_pixels=max_image_pixels))
     for spec in dict.fromkeys(specs):
         chosen.append(builtin_dataset(spec, parsed, quick=quick))
     return Plan(

@@ -237,8 +237,8 @@ class DiskStore(Store):
     # ------------------------------------------------------------ reading
     def _close_reader(self) -> None:
         if self._dirfd is not None:
-            os.close(self._dirfd)
-            self._dirfd = None
+            fd, self._dirfd = self._dirfd, None  # forgotten first: a Ctrl-C between must not close it twice
+            os.close(fd)
 
     def _reader_handles(self) -> Any:
         fd, self._dirfd = self._dirfd, None

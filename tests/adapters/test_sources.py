@@ -114,8 +114,9 @@ def test_load_stops_at_limits(tmp_path):
         write_png(tmp_path / f"{k}.png", rand((10, 10), np.uint8))
     loaded = sources.load(tmp_path, max_images=4)
     assert len(loaded.images) == 4 and loaded.truncated
-    loaded = sources.load(tmp_path, max_bytes=250)
-    assert len(loaded.images) == 3 and loaded.truncated
+    loaded = sources.load(tmp_path, max_bytes=250)  # the third image (300 bytes in all) would go beyond
+    assert len(loaded.images) == 2 and loaded.truncated
+    assert len(sources.load(tmp_path, max_bytes=50).images) == 1  # the first is always read
     assert not sources.load(tmp_path).truncated
 
 

@@ -362,8 +362,8 @@ class TarStore(Store):
             os.close(self._cur["fd"])
             self._cur = None
         if self._index_fd is not None:
-            os.close(self._index_fd)
-            self._index_fd = None
+            fd, self._index_fd = self._index_fd, None  # forgotten first: a Ctrl-C between must not close it twice
+            os.close(fd)
         self._close_reader()
 
     # ------------------------------------------------------------ reading
@@ -373,8 +373,8 @@ class TarStore(Store):
         for fd in fds.values():
             os.close(fd)
         if self._dirfd is not None:
-            os.close(self._dirfd)
-            self._dirfd = None
+            fd, self._dirfd = self._dirfd, None  # forgotten first: a Ctrl-C between must not close it twice
+            os.close(fd)
 
     def _reader_handles(self) -> Any:
         # Inherited descriptors: left open (the parent still uses them), never used here.
