@@ -321,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The console script. After Ctrl-C (exit 130) the process leaves at once instead of joining
     idle worker threads at interpreter shutdown, which can hang when the interrupt landed while a
-    thread pool was starting; the writer's abort has already removed its temporary by then."""
+    thread pool was starting; the writer's abort has already removed its temporary by then. A Ctrl-C
+    that Python can only report as "Exception ignored in ..." (it landed in a destructor or a weakref
+    callback) is not printed: the command goes on, or the next Ctrl-C stops it."""
+    default_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: None if isinstance(u.exc_value, KeyboardInterrupt) else default_hook(u)
     code = main()
     if code == 130:
         sys.stdout.flush()

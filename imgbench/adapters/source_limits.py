@@ -125,12 +125,23 @@ def open_regular(path: Path) -> BinaryIO:
         f = os.fdopen(fd, "rb")
         f.raw.name = os.fspath(path)  # libraries name the file by it (tifffile needs a path there)
     except BaseException:  # Ctrl-C included: the fd is closed once, by its owner (a second close is EBADF)
-        if f is None:
-            os.close(fd)
-        else:
+        if f is not None:
             f.close()
+        else:
+            _close_if_ours(fd, before)
         raise
     return f
+
+
+def _close_if_ours(fd: int, st: os.stat_result) -> None:
+    """Close ``fd`` unless it is closed already or now names another file: a Ctrl-C inside ``os.fdopen``
+    can land after the file object took the fd and was collected, closing it."""
+    try:
+        now = os.fstat(fd)
+    except OSError:
+        return
+    if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+        os.close(fd)
 
 
 def read_bounded(f: BinaryIO, limit: int | None) -> bytes:
