@@ -43,12 +43,28 @@ class Codec:
         """Return the level to use, or raise UnsupportedError for a bad one."""
         return check_level(self.name, level, self.levels)
 
+    #: channel counts it stores (1 covers 2-D images and a trailing axis of 1)
+    channels: ClassVar[frozenset[int]] = frozenset({1, 2, 3, 4})
+
     def check_dtype(self, dtype: np.dtype) -> None:
         if np.dtype(dtype) not in self.dtypes:
             names = ", ".join(sorted(str(d) for d in self.dtypes))
+            others = ", ".join(supporting(dtype)) or "none"
             raise UnsupportedError(
                 f"compression {self.name!r} cannot store {np.dtype(dtype)} images exactly "
-                f"(it takes {names}); pick a raw codec such as 'none' or 'zstd', or convert the images"
+                f"(it takes {names}); codecs that store {np.dtype(dtype)} exactly: {others}. "
+                "Pick one of those, or convert the images"
+            )
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise UnsupportedError (before anything is written) for a channel count it cannot store."""
+        channels = shape[2] if len(shape) == 3 else 1
+        if channels not in self.channels:
+            takes = ", ".join(str(c) for c in sorted(self.channels))
+            others = ", ".join(n for n, c in CODECS.items() if channels in c.channels)
+            raise UnsupportedError(
+                f"compression {self.name!r} cannot store {channels}-channel images (it takes {takes} channels); "
+                f"codecs that do: {others}"
             )
 
     def encode(self, image: np.ndarray, level: int | None) -> bytes:
@@ -196,7 +212,19 @@ class ZstdCodec(Codec):
         return np.frombuffer(raw, dtype=_le(dtype)).astype(dtype).reshape(shape)
 
 
-CODECS: dict[str, Codec] = {c.name: c for c in (RawCodec(), PngCodec(), ZstdCodec())}
+from imgbench.core.imagecodecs_lossless import HTJ2KCodec, JpegLsCodec, JpegXlCodec, LercCodec  # noqa: E402
+
+CODECS: dict[str, Codec] = {
+    c.name: c
+    for c in (RawCodec(), PngCodec(), ZstdCodec(), JpegLsCodec(), HTJ2KCodec(), JpegXlCodec(), LercCodec())
+}
+#: the lossless image codecs (medical-grade, DICOM's own): what ``imgbench codecs`` compares with png
+IMAGE_CODECS = ("png", "jpegls", "htj2k", "jpegxl", "lerc")
+
+
+def supporting(dtype: np.dtype, allowed: tuple[str, ...] | None = None) -> list[str]:
+    """The codecs (among ``allowed``) that store ``dtype`` exactly, for error messages."""
+    return [n for n in (allowed or tuple(CODECS)) if n in CODECS and np.dtype(dtype) in CODECS[n].dtypes]
 
 
 def get(name: str, allowed: tuple[str, ...] | None = None, backend: str | None = None) -> Codec:
