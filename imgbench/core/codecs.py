@@ -13,74 +13,26 @@ from __future__ import annotations
 import math
 import struct
 import threading
-from typing import ClassVar
 
 import numpy as np
 
 from imgbench.core import limits
+from imgbench.core.codec_base import (  # noqa: F401  (supporting: re-exported)
+    _UNSIGNED,
+    REGISTRY,
+    Codec,
+    _le,
+    _nbytes,
+    supporting,
+)
 from imgbench.core.errors import CorruptStoreError, UnsupportedError
-from imgbench.core.levels import LevelRange, check_level
-
-_UNSIGNED = frozenset(np.dtype(d) for d in ("uint8", "uint16"))
-_ALL = frozenset(np.dtype(d) for d in ("uint8", "uint16", "int16", "float32"))
-
-
-class Codec:
-    """One way to turn an image into bytes; subclasses are stateless singletons."""
-
-    name: ClassVar[str]
-    #: the levels it takes and its default, or None when the codec has no level.
-    levels: ClassVar[LevelRange | None] = None
-    dtypes: ClassVar[frozenset[np.dtype]] = _ALL
-    #: file suffix used by one-file-per-image stores.
-    suffix: ClassVar[str]
-
-    @property
-    def default_level(self) -> int | None:
-        return None if self.levels is None else self.levels.default
-
-    def check_level(self, level: int | None) -> int | None:
-        """Return the level to use, or raise UnsupportedError for a bad one."""
-        return check_level(self.name, level, self.levels)
-
-    #: channel counts it stores (1 covers 2-D images and a trailing axis of 1)
-    channels: ClassVar[frozenset[int]] = frozenset({1, 2, 3, 4})
-
-    def check_dtype(self, dtype: np.dtype) -> None:
-        if np.dtype(dtype) not in self.dtypes:
-            names = ", ".join(sorted(str(d) for d in self.dtypes))
-            others = ", ".join(supporting(dtype)) or "none"
-            raise UnsupportedError(
-                f"compression {self.name!r} cannot store {np.dtype(dtype)} images exactly "
-                f"(it takes {names}); codecs that store {np.dtype(dtype)} exactly: {others}. "
-                "Pick one of those, or convert the images"
-            )
-
-    def check_shape(self, shape: tuple[int, ...]) -> None:
-        """Raise UnsupportedError (before anything is written) for a channel count it cannot store."""
-        channels = shape[2] if len(shape) == 3 else 1
-        if channels not in self.channels:
-            takes = ", ".join(str(c) for c in sorted(self.channels))
-            others = ", ".join(n for n, c in CODECS.items() if channels in c.channels)
-            raise UnsupportedError(
-                f"compression {self.name!r} cannot store {channels}-channel images (it takes {takes} channels); "
-                f"codecs that do: {others}"
-            )
-
-    def encode(self, image: np.ndarray, level: int | None) -> bytes:
-        raise NotImplementedError
-
-    def decode(self, data, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        """Return a fresh writable array of exactly ``dtype`` and ``shape``."""
-        raise NotImplementedError
-
-
-def _nbytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
-    return math.prod(shape) * np.dtype(dtype).itemsize
-
-
-def _le(dtype: np.dtype) -> np.dtype:
-    return np.dtype(dtype).newbyteorder("<")
+from imgbench.core.imagecodecs_lossless import (
+    HTJ2KCodec,
+    JpegLsCodec,
+    JpegXlCodec,
+    LercCodec,
+)
+from imgbench.core.levels import LevelRange
 
 
 class RawCodec(Codec):
@@ -212,19 +164,13 @@ class ZstdCodec(Codec):
         return np.frombuffer(raw, dtype=_le(dtype)).astype(dtype).reshape(shape)
 
 
-from imgbench.core.imagecodecs_lossless import HTJ2KCodec, JpegLsCodec, JpegXlCodec, LercCodec  # noqa: E402
-
-CODECS: dict[str, Codec] = {
-    c.name: c
-    for c in (RawCodec(), PngCodec(), ZstdCodec(), JpegLsCodec(), HTJ2KCodec(), JpegXlCodec(), LercCodec())
-}
+REGISTRY.update(
+    (c.name, c) for c in (RawCodec(), PngCodec(), ZstdCodec(), JpegLsCodec(), HTJ2KCodec(), JpegXlCodec(), LercCodec())
+)
+#: every codec by name (the registry itself)
+CODECS: dict[str, Codec] = REGISTRY
 #: the lossless image codecs (medical-grade, DICOM's own): what ``imgbench codecs`` compares with png
 IMAGE_CODECS = ("png", "jpegls", "htj2k", "jpegxl", "lerc")
-
-
-def supporting(dtype: np.dtype, allowed: tuple[str, ...] | None = None) -> list[str]:
-    """The codecs (among ``allowed``) that store ``dtype`` exactly, for error messages."""
-    return [n for n in (allowed or tuple(CODECS)) if n in CODECS and np.dtype(dtype) in CODECS[n].dtypes]
 
 
 def get(name: str, allowed: tuple[str, ...] | None = None, backend: str | None = None) -> Codec:

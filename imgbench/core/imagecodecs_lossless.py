@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from imgbench.core.codecs import Codec
+from imgbench.core.codec_base import Codec
 from imgbench.core.errors import CorruptStoreError
 from imgbench.core.levels import LevelRange
 
