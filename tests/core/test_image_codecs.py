@@ -172,6 +172,57 @@ def test_containers_with_their_own_filters_refuse_the_image_codecs(tmp_path):
                               compression=name)
 
 
+@pytest.mark.parametrize("backend, name", [("lmdb", "htj2k"), ("tar", "jpegls"), ("disk", "lerc")])
+def test_convert_to_a_sharded_dataset_with_an_image_codec_then_verify(tmp_path, capsys, backend, name):
+    """`imgbench convert --compression` into shards, read back exactly, `imgbench verify` passes, then finds damage."""
+    import imagecodecs
+
+    from imgbench.cli import main
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    images = [sample((20 + k, 17), np.uint16, seed=k) for k in range(7)]
+    for k, im in enumerate(images):
+        (src / f"{k:02d}.png").write_bytes(imagecodecs.png_encode(im))
+    dst = tmp_path / "ds"
+    assert main(["convert", str(src), str(dst), "--backend", backend, "--compression", name,
+                 "--images-per-shard", "3", "-q"]) == 0
+    with imgbench.open(dst, verify=True) as s:
+        assert s.compression == name and s.shards == 3 and len(s) == 7
+        got = s.read_many()
+        assert all(same(g, im) for g, im in zip(got, images))
+    capsys.readouterr()
+    assert main(["verify", "-q", str(dst)]) == 0
+    assert "ok: 7 images checked" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "disk", "tar"])
+@pytest.mark.parametrize("name", NEW)
+def test_a_damaged_codestream_that_still_decodes_is_caught_by_verify(tmp_path, capsys, backend, name):
+    """A valid codestream of other pixels in image 1's place: every codec decodes it; only the digest knows."""
+    from imgbench.cli import main
+
+    from ..contract.backends import kit_for
+
+    kit = kit_for(backend)
+    images = [sample((9, 8), np.uint16, seed=k) for k in range(3)]
+    path = kit.path(tmp_path)
+    with imgbench.open(path, "w", backend=backend, compression=name) as s:
+        s.extend(images)
+    other = images[1].copy()
+    other[4, 4] ^= 1
+    kit.replace_encoded(path, 1, codecs.CODECS[name].encode(other, None))
+    with imgbench.open(path) as s:
+        assert same(s[1], other)  # it decodes: no codec check can see it
+    with imgbench.open(path, verify=True) as s:
+        assert same(s[0], images[0]) and same(s[2], images[2])
+        with pytest.raises(imgbench.CorruptStoreError, match=r"image 1\b.*checksum"):
+            s[1]
+    capsys.readouterr()
+    assert main(["verify", "-q", str(path)]) == 1
+    assert "damaged image 1:" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------ real DICOM files nobody here made
 #: pydicom's bundled test files with 16-bit pixels: (file, dtype pydicom decodes it to)
 DICOM = [
