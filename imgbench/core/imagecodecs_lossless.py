@@ -150,6 +150,60 @@ class HTJ2KCodec(_LosslessImageCodec):
         imagecodecs.htj2k_decode(data, planar=False, out=out)
 
 
+_JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
+
+
+def _jxl_codestream(data: bytes) -> bytes:
+    """The first bytes of the JPEG XL codestream, in or out of its ISO BMFF container."""
+    if data[:2] == b"\xff\x0a":
+        return data
+    pos = 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        head = 8
+        if size == 1:
+            (size,) = struct.unpack_from(">Q", data, pos + 8)
+            head = 16
+        elif size == 0:
+            size = len(data) - pos
+        if size < head:
+            break
+        if kind == b"jxlc":
+            return data[pos + head : pos + size]
+        if kind == b"jxlp":
+            return data[pos + head + 4 : pos + size]
+        pos += size
+    raise CorruptStoreError("stored JPEG XL container has no codestream box")
+
+
+def _jxl_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from a JPEG XL SizeHeader (ISO/IEC 18181-1 D.2), read LSB first."""
+    cs = _jxl_codestream(data)
+    if cs[:2] != b"\xff\x0a":
+        raise CorruptStoreError("stored JPEG XL data has no codestream signature")
+    bits = int.from_bytes(cs[2:18], "little")
+    pos = 0
+
+    def u(n):
+        nonlocal pos
+        v = (bits >> pos) & ((1 << n) - 1)
+        pos += n
+        return v
+
+    def u32():
+        return 1 + u((9, 13, 18, 30)[u(2)])
+
+    small = u(1)
+    height = (u(5) + 1) * 8 if small else u32()
+    ratio = u(3)
+    if ratio:
+        num, den = _JXL_RATIOS[ratio]
+        width = height * num // den
+    else:
+        width = (u(5) + 1) * 8 if small else u32()
+    return height, width
+
+
 class JpegXlCodec(_LosslessImageCodec):
     """JPEG XL, lossless modular mode (libjxl): 8/16-bit unsigned and float32 (every bit pattern); 1 to 4 channels.
 
@@ -171,9 +225,12 @@ class JpegXlCodec(_LosslessImageCodec):
         return bytes(imagecodecs.jpegxl_encode(image, lossless=True, effort=effort, numthreads=1))
 
     def _check_header(self, data, dtype, shape):
-        # The size header is bit-packed; the decoder compares it with ``out``'s shape before it allocates.
         if data[:2] != b"\xff\x0a" and data[:12] != b"\x00\x00\x00\x0cJXL \r\n\x87\n":
             raise CorruptStoreError("stored JPEG XL data has no codestream or container signature")
+        # Before allocating the recorded shape: a damaged index or sidecar may record a huge one.
+        height, width = _jxl_size(data)
+        if (height, width) != tuple(shape[:2]):
+            raise self._mismatch(f"{width}x{height}", dtype, shape)
 
     def _decode_into(self, data, out):
         import imagecodecs

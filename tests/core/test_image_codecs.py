@@ -128,6 +128,30 @@ def test_a_header_claiming_60000x60000_is_corrupt_before_decoding(name, monkeypa
 
 
 @pytest.mark.parametrize("name", NEW)
+def test_a_store_recording_60000x60000_for_a_small_codestream_allocates_nothing(name, monkeypatch):
+    """A damaged index/sidecar/header records a huge shape: the codestream's own header refutes it first."""
+    from imgbench.core import imagecodecs_lossless
+
+    def no_allocation(*a, **k):
+        raise AssertionError("the recorded shape was allocated")
+
+    monkeypatch.setattr(imagecodecs_lossless, "_out", no_allocation)
+    codec = codecs.CODECS[name]
+    blob = codec.encode(sample((3, 5), np.uint16), None)
+    with pytest.raises(imgbench.CorruptStoreError, match="5x3"):
+        codec.decode(blob, np.dtype("uint16"), (60000, 60000))
+
+
+@pytest.mark.parametrize("shape", [(1, 37), (37, 1), (4097, 3), (9, 12), (16, 9), (600, 500), (24, 20, 3)])
+def test_jpegxl_size_header_is_read_exactly(shape):
+    from imgbench.core.imagecodecs_lossless import _jxl_size
+
+    for dtype in ("uint8", "uint16"):
+        blob = codecs.CODECS["jpegxl"].encode(np.zeros(shape, dtype), 1)
+        assert _jxl_size(blob) == shape[:2]
+
+
+@pytest.mark.parametrize("name", NEW)
 def test_a_genuine_codestream_of_another_size_or_dtype_is_corrupt(name):
     """The decoder writes into an array of the recorded shape: a bigger image is refused, not allocated."""
     codec = codecs.CODECS[name]
