@@ -138,6 +138,30 @@ def _cmd_png_levels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_codecs(args: argparse.Namespace) -> int:
+    from imgbench.measure import codec_bench, sections
+    from imgbench.present import codec_view
+
+    if args.readme:
+        sections.parts(args.readme, codec_bench.SECTION, codec_bench.COMMAND)  # fail now, not after measuring
+    found = codec_bench.load(args.source, args.datasets, args.count, quick=args.quick)
+    result = codec_bench.measure(found, repeats=args.repeat, threads=args.threads,
+                                 progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
+    codec_view.print_table(result)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"plot: {codec_view.plot(result, out / 'codecs.png')}")
+        (out / "codecs.json").write_text(json.dumps(codec_bench.as_json(result), indent=2))
+    if args.readme:
+        ran = " ".join(["imgbench", *(sys.argv[1:] if args.argv is None else args.argv)])
+        codec_bench.update_docs(args.readme, ran, result)
+    if not all(r.exact for r in result.rows):
+        print("imgbench: error: a codec did not give back the exact images (see the exact column)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _size(text: str) -> int:
     from imgbench.adapters.convert import parse_size
     from imgbench.core.errors import UnsupportedError
@@ -282,6 +306,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write the tables into FILE between its png-levels markers (docs/performance.md)")
     png.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     png.set_defaults(func=_cmd_png_levels)
+
+    cdc = sub.add_parser(
+        "codecs",
+        help="every lossless codec and level on your images: bytes, encode/decode time, exactness",
+        description="Bytes / raw and encode and decode time per image (one thread and all threads, median and "
+        "spread of the repeats) of png, zstd, jpegls, htj2k, jpegxl and lerc on your images (--source) or the "
+        "built-in CIFAR-like and CT-like images; every image is checked to decode exactly.",
+    )
+    where = cdc.add_mutually_exclusive_group()
+    where.add_argument("--source", metavar="DIR", help="your own images (PNG, JPEG, TIFF, DICOM) instead of built-in")
+    where.add_argument("--datasets", nargs="+", metavar="NAME[:HxW[xC]]",
+                       help="built-in datasets, e.g. cifar ct ct:256x256 (default: cifar ct)")
+    cdc.add_argument("--count", type=int, metavar="N", help="images per dataset (default: 500 cifar, 8 ct)")
+    cdc.add_argument("--out", metavar="DIR", help="also write codecs.png (plot) and codecs.json here")
+    cdc.add_argument("--repeat", type=int, default=3, metavar="N", help="timed repeats, median kept (default: 3)")
+    cdc.add_argument("--threads", type=int, metavar="N", help="the 'all threads' column's count (default: all cores)")
+    cdc.add_argument("--quick", action="store_true", help="few images: seconds, rough figures")
+    cdc.add_argument("--readme", metavar="FILE",
+                     help="also write the table into FILE between its codecs-table markers (docs/guide/codecs.md)")
+    cdc.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    cdc.set_defaults(func=_cmd_codecs)
 
     info = sub.add_parser("info", help="describe a store")
     info.add_argument("path")

@@ -52,9 +52,20 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)  # stable: the same order on every xdist worker
 
 
+def supports(compression: str, dtype, shape: tuple[int, ...] = ()) -> bool:
+    """Whether ``compression`` claims to store ``dtype`` (and ``shape``'s channel count) exactly.
+
+    Per-image codecs say so themselves (imgbench.core.codecs); container filters (HDF5, zarr) store raw bytes."""
+    from imgbench.core import codecs
+
+    codec = codecs.CODECS.get(compression)
+    if codec is None:
+        return True
+    return np.dtype(dtype) in codec.dtypes and (shape[2] if len(shape) == 3 else 1) in codec.channels
+
+
 def dtypes_for(compression: str) -> list[np.dtype]:
-    all_ = [np.dtype(d) for d in ("uint8", "uint16", "int16", "float32")]
-    return all_ if compression in RAW_CAPABLE else all_[:2]
+    return [np.dtype(d) for d in ("uint8", "uint16", "int16", "float32") if supports(compression, d)]
 
 
 def sample(shape: tuple[int, ...], dtype: np.dtype, seed: int = 0) -> np.ndarray:

@@ -13,58 +13,26 @@ from __future__ import annotations
 import math
 import struct
 import threading
-from typing import ClassVar
 
 import numpy as np
 
 from imgbench.core import limits
+from imgbench.core.codec_base import (  # noqa: F401  (supporting: re-exported)
+    _UNSIGNED,
+    REGISTRY,
+    Codec,
+    _le,
+    _nbytes,
+    supporting,
+)
 from imgbench.core.errors import CorruptStoreError, UnsupportedError
-from imgbench.core.levels import LevelRange, check_level
-
-_UNSIGNED = frozenset(np.dtype(d) for d in ("uint8", "uint16"))
-_ALL = frozenset(np.dtype(d) for d in ("uint8", "uint16", "int16", "float32"))
-
-
-class Codec:
-    """One way to turn an image into bytes; subclasses are stateless singletons."""
-
-    name: ClassVar[str]
-    #: the levels it takes and its default, or None when the codec has no level.
-    levels: ClassVar[LevelRange | None] = None
-    dtypes: ClassVar[frozenset[np.dtype]] = _ALL
-    #: file suffix used by one-file-per-image stores.
-    suffix: ClassVar[str]
-
-    @property
-    def default_level(self) -> int | None:
-        return None if self.levels is None else self.levels.default
-
-    def check_level(self, level: int | None) -> int | None:
-        """Return the level to use, or raise UnsupportedError for a bad one."""
-        return check_level(self.name, level, self.levels)
-
-    def check_dtype(self, dtype: np.dtype) -> None:
-        if np.dtype(dtype) not in self.dtypes:
-            names = ", ".join(sorted(str(d) for d in self.dtypes))
-            raise UnsupportedError(
-                f"compression {self.name!r} cannot store {np.dtype(dtype)} images exactly "
-                f"(it takes {names}); pick a raw codec such as 'none' or 'zstd', or convert the images"
-            )
-
-    def encode(self, image: np.ndarray, level: int | None) -> bytes:
-        raise NotImplementedError
-
-    def decode(self, data, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        """Return a fresh writable array of exactly ``dtype`` and ``shape``."""
-        raise NotImplementedError
-
-
-def _nbytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
-    return math.prod(shape) * np.dtype(dtype).itemsize
-
-
-def _le(dtype: np.dtype) -> np.dtype:
-    return np.dtype(dtype).newbyteorder("<")
+from imgbench.core.imagecodecs_lossless import (
+    HTJ2KCodec,
+    JpegLsCodec,
+    JpegXlCodec,
+    LercCodec,
+)
+from imgbench.core.levels import LevelRange
 
 
 class RawCodec(Codec):
@@ -196,7 +164,13 @@ class ZstdCodec(Codec):
         return np.frombuffer(raw, dtype=_le(dtype)).astype(dtype).reshape(shape)
 
 
-CODECS: dict[str, Codec] = {c.name: c for c in (RawCodec(), PngCodec(), ZstdCodec())}
+REGISTRY.update(
+    (c.name, c) for c in (RawCodec(), PngCodec(), ZstdCodec(), JpegLsCodec(), HTJ2KCodec(), JpegXlCodec(), LercCodec())
+)
+#: every codec by name (the registry itself)
+CODECS: dict[str, Codec] = REGISTRY
+#: the lossless image codecs (medical-grade, DICOM's own): what ``imgbench codecs`` compares with png
+IMAGE_CODECS = ("png", "jpegls", "htj2k", "jpegxl", "lerc")
 
 
 def get(name: str, allowed: tuple[str, ...] | None = None, backend: str | None = None) -> Codec:

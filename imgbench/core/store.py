@@ -196,6 +196,12 @@ class Store(abc.ABC):
         """Raise UnsupportedError if this store's compression cannot hold ``dtype``."""
         codecs.get(self.compression, self.compressions, self.name).check_dtype(dtype)
 
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise UnsupportedError if this store's per-image codec cannot hold ``shape``'s channel count."""
+        codec = codecs.CODECS.get(self.compression)
+        if codec is not None:
+            codec.check_shape(shape)
+
     # ------------------------------------------------------- backend hooks
     # Abstract: every backend implements these; a class missing one cannot be instantiated.
     @classmethod
@@ -321,6 +327,7 @@ class Store(abc.ABC):
         self._check_writable()
         image = as_image(image)
         self._check_dtype(image.dtype)
+        self._check_shape(image.shape)
         if label is not None:
             label = as_label(label)
         self._label_rule(label is not None, 1)
@@ -344,6 +351,7 @@ class Store(abc.ABC):
         if isinstance(images, np.ndarray):
             batch = as_batch(images)
             self._check_dtype(batch.dtype)
+            self._check_shape(batch.shape[1:])
             label_arr = None if labels is None else as_labels(labels, len(batch))
             self._label_rule(label_arr is not None, len(batch))
             self._write_pending()

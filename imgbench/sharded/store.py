@@ -198,6 +198,9 @@ class ShardedStore(Store):
     def _check_dtype(self, dtype: np.dtype) -> None:
         self._current()._check_dtype(dtype)
 
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        self._current()._check_shape(shape)
+
     @property
     def shards(self) -> int:
         """Number of shards named by the manifest."""

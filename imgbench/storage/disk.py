@@ -26,7 +26,7 @@ _MAX_SIDECAR_BYTES = 1 << 30
 
 class DiskStore(Store):
     name = "disk"
-    compressions = ("png", "none")
+    compressions = ("png", "none", "jpegls", "htj2k", "jpegxl", "lerc")
     stores_checksums = True
     option_defaults = {
         "threads": None,  # encode/decode threads (None = all cores)

@@ -31,7 +31,7 @@ LABEL_CHUNK = 1 << 16  # entries per labels or checksums key
 HEADER = struct.Struct("<2sBBBBH3I")
 MAGIC = b"IB"
 HEADER_VERSION = 1
-CODEC_IDS = {"none": 0, "png": 1, "zstd": 2}
+CODEC_IDS = {"none": 0, "png": 1, "zstd": 2, "jpegls": 3, "htj2k": 4, "jpegxl": 5, "lerc": 6}
 _CODEC_BY_ID = {v: k for k, v in CODEC_IDS.items()}
 _MIN_MAP = 64 << 20
 _ENCODE_BYTES = 64 << 20  # raw image bytes encoded per slice of a write
@@ -80,7 +80,7 @@ def _header(codec_id: int, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
 
 class LMDBStore(Store):
     name = "lmdb"
-    compressions = ("none", "png", "zstd")
+    compressions = ("none", "png", "zstd", "jpegls", "htj2k", "jpegxl", "lerc")
     stores_checksums = True
     option_defaults = {
         "map_size": None,  # bytes to reserve at first; grows on demand either way

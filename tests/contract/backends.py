@@ -30,7 +30,7 @@ import pytest
 import imgbench
 from imgbench.storage import registry
 
-from ..conftest import RAW_CAPABLE
+from ..conftest import RAW_CAPABLE, dtypes_for
 
 
 class Kit:
@@ -69,8 +69,7 @@ class Kit:
         return Path(tmp_path) / f"{name}{self.suffix}"
 
     def dtypes(self, compression: str) -> list[np.dtype]:
-        all_ = [np.dtype(d) for d in ("uint8", "uint16", "int16", "float32")]
-        return all_ if compression in RAW_CAPABLE else all_[:2]
+        return dtypes_for(compression)
 
     def format_detects(self, compression: str) -> bool:
         return compression in self.checked_compressions
@@ -162,6 +161,8 @@ def encoded_payload(data: bytes, compression: str) -> tuple[int, int]:
     if compression == "none":
         skip = npy_header_len(data)
         return skip, len(data) - skip
+    if compression != "png":  # the image codecs: the middle half of the codestream, past its headers
+        return len(data) // 4, len(data) // 2
     offset, _, body = next(c for c in png_chunks(data) if c[1] == b"IDAT")
     return offset, len(body)
 
@@ -197,8 +198,8 @@ class DiskKit(Kit):
     name = "disk"
     default_compression = "png"
     many_files_options = {"threads": 4}
-    bad_levels = [("png", 10), ("png", -1)]
-    checked_compressions = frozenset({"png"})
+    bad_levels = [("png", 10), ("png", -1), ("jpegxl", 0), ("jpegxl", 10), ("htj2k", 1)]
+    checked_compressions = frozenset({"png", "lerc"})  # PNG chunk CRCs, LERC's Fletcher-32
 
     @staticmethod
     def sidecar(path: Path) -> Path:
@@ -263,8 +264,8 @@ class TarKit(Kit):
     name = "tar"
     default_compression = "png"
     many_files_options = {"threads": 4, "shard_bytes": 1 << 19}
-    bad_levels = [("png", 10)]
-    checked_compressions = frozenset({"png"})
+    bad_levels = [("png", 10), ("jpegxl", 10), ("jpegls", 1)]
+    checked_compressions = frozenset({"png", "lerc"})
 
     @staticmethod
     def mod():
@@ -369,8 +370,8 @@ class LmdbKit(Kit):
     suffix = ".lmdb"
     default_compression = "none"
     many_files_options = {"threads": 4}
-    bad_levels = [("zstd", 0), ("zstd", 23), ("png", 2.5)]
-    checked_compressions = frozenset({"png", "zstd"})
+    bad_levels = [("zstd", 0), ("zstd", 23), ("png", 2.5), ("jpegxl", 0), ("lerc", 1)]
+    checked_compressions = frozenset({"png", "zstd", "lerc"})
     #: LMDB trusts its B-tree pages (no page checksums): damage to page headers can abort the
     #: reader, a documented limit pinned by strict xfails in tests/backends/test_lmdb.py; the
     #: fuzz damages the stored values, which imgbench must always catch

@@ -29,7 +29,7 @@ import imgbench
 from imgbench.storage import registry
 
 from .. import scripts
-from ..conftest import store_path
+from ..conftest import store_path, supports
 from .backends import RAW_CAPABLE, lmdb_leaf_pages
 
 
@@ -44,7 +44,7 @@ def fuzz_configs() -> list[tuple[str, str]]:
     out = []
     for backend in imgbench.backends():
         compressions = registry.get(backend).compressions
-        for c in (compressions[0], "none", "zstd"):
+        for c in (compressions[0], "none", "zstd", "jpegls", "htj2k", "jpegxl", "lerc"):
             if c in compressions and (backend, c) not in out:
                 out.append((backend, c))
     return out
@@ -63,8 +63,9 @@ def store_images(compression: str) -> list[np.ndarray]:
         out.append(rng.normal(0, 100, (4, 3, 2)).astype(np.float32))
         out.append(rng.integers(-30000, 30000, (3, 8), dtype=np.int16))
     else:
-        out.append(rng.integers(0, 65536, (4, 3, 2), dtype=np.uint16))
-        out.append(rng.integers(0, 256, (3, 8, 4), dtype=np.uint8))
+        extra = [rng.integers(0, 65536, (4, 3, 2), dtype=np.uint16), rng.integers(0, 256, (3, 8, 4), dtype=np.uint8),
+                 rng.integers(-30000, 30000, (3, 8), dtype=np.int16), rng.normal(0, 100, (4, 3, 2)).astype(np.float32)]
+        out += [im for im in extra if supports(compression, im.dtype, im.shape)][:2]
     return out
 
 

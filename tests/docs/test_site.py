@@ -181,6 +181,9 @@ def test_generated_tables_keep_their_markers():
     for name, command in (("targets table", "imgbench targets"), ("png levels table", "imgbench png-levels")):
         sections.parts(ROOT / "docs" / "performance.md", name, command)  # raises without its markers
         assert sections.markers(name, command, "docs/performance.md")[0] in text
+    codecs_page = ROOT / "docs" / "guide" / "codecs.md"
+    sections.parts(codecs_page, "codecs table", "imgbench codecs")  # `imgbench codecs --readme` writes it
+    assert sections.markers("codecs table", "imgbench codecs", "docs/guide/codecs.md")[0] in codecs_page.read_text()
 
 
 # ---------------------------------------------------------------------------- the browser

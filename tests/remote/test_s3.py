@@ -35,7 +35,7 @@ s3fs = pytest.importorskip("s3fs", reason="S3 tests need s3fs: pip install 'imgb
 
 KEY, SECRET = "testing", "testing"
 READERS = [("zarr", "none"), ("zarr", "zstd"), ("tar", "png"), ("tar", "none"), ("hdf5", "none"), ("hdf5", "gzip"),
-           ("hdf5", "zstd")]
+           ("hdf5", "zstd"), ("tar", "jpegls"), ("tar", "htj2k"), ("tar", "jpegxl"), ("tar", "lerc")]
 
 
 @pytest.fixture(scope="module")

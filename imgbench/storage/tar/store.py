@@ -52,7 +52,7 @@ _MAX_CACHED_FDS = 256
 
 class TarStore(Store):
     name = "tar"
-    compressions = ("png", "none")
+    compressions = ("png", "none", "jpegls", "htj2k", "jpegxl", "lerc")
     stores_checksums = True
     option_defaults = {
         "shard_bytes": 256 << 20,  # a shard rolls over when the next sample would make it bigger
