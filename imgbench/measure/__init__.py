@@ -1,6 +1,6 @@
 """Layer 6, measurement: the harness every measurement shares, then ``imgbench compare``, parallel
 reads, ``imgbench targets`` and the PNG trade-off. Imports only the layers below."""
 
-from imgbench.core.usage import disk_usage  # noqa: E402 - ``imgbench.measure.disk_usage``, its name before the layers
+from imgbench.core.usage import disk_usage
 
 __all__ = ["disk_usage"]

@@ -88,7 +88,7 @@ from imgbench.measure.harness import (  # noqa: F401  (evict, machine_info, ... 
     tune_allocator,
     versions,
 )
-from imgbench.measure.matrix import CompareError, Dataset, Setting, cell_name
+from imgbench.measure.matrix import CompareError, Dataset, Setting, cell_name, settings_of
 
 #: schema of results.json; bump when its meaning changes
 RESULTS_VERSION = 1
@@ -181,7 +181,7 @@ def _measure_count(plan: Plan, ds: Dataset, n: int, workdir: Path, indices: np.n
         "count": n, "cache": plan.cache, "raw_bytes": ds.raw_bytes(n), "random_reads": len(indices),
         "status": "ok", "reason": None, "write_s": [], "read_s": [], "random_s": [],
         "exact": True, "mismatches": [], "path": workdir / cell_name(ds.name, n, s), "setting": s,
-    } for s in plan.settings]
+    } for s in settings_of(plan.settings, ds)]
     # Untimed first pass per cell: memory peak, warm-up, and unsupported combinations.
     for cell in cells:
         step(0, f"{ds.name} x{n} {cell['setting'].label} (warm-up)")

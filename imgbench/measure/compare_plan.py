@@ -16,7 +16,7 @@ import numpy as np
 from imgbench.adapters import datasets
 from imgbench.core import transport
 from imgbench.measure import parallel_read
-from imgbench.measure.matrix import CompareError, Dataset, Setting
+from imgbench.measure.matrix import CompareError, Dataset, Setting, settings_of
 from imgbench.storage import registry
 from imgbench.storage.registry import backends as all_backends
 
@@ -40,6 +40,10 @@ QUICK_PARALLEL_BUDGET = 1 << 20
 #: preferred second ("compressed") setting when a backend offers it: the same fast
 #: codec everywhere makes the backends comparable; else the first non-default one.
 PREFERRED_COMPRESSED = "zstd"
+#: what the default compare adds for 16-bit images: the medical codec that decodes fastest at fewer
+#: bytes than PNG (HTJ2K; it stores int16 too), on the backend whose container adds least (lmdb)
+MEDICAL_CODEC = "htj2k"
+MEDICAL_SETTING = ("lmdb", MEDICAL_CODEC)
 
 
 
@@ -64,7 +68,7 @@ class Plan:
 
     def steps(self) -> int:
         """Progress units: one per pass (warm-up + repeats) of each cell, plus the parallel reads."""
-        cells = sum(len(d.counts) for d in self.datasets) * len(self.settings)
+        cells = sum(len(d.counts) * len(settings_of(self.settings, d)) for d in self.datasets)
         return cells * (self.repeats + 1) + parallel_read.steps(
             self.datasets, self.settings, self.parallel_workers, self.parallel_repeats or self.repeats)
 
@@ -137,6 +141,8 @@ def settings_for(backends: Sequence[str] | None = None, compressions: Sequence[s
             settings.append(Setting(name, default))
             if second is not None:
                 settings.append(Setting(name, second))
+            if (name, MEDICAL_CODEC) == MEDICAL_SETTING and MEDICAL_CODEC in comps:
+                settings.append(Setting(name, MEDICAL_CODEC, only_16bit=True))
     if not settings:
         raise CompareError("nothing to compare: no backend offers the chosen compressions")
     return settings

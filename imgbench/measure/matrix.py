@@ -6,6 +6,7 @@ Shared by the comparison matrix (:mod:`imgbench.measure.compare`) and the parall
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +61,21 @@ class Setting:
 
     backend: str
     compression: str
+    #: measured only on datasets of 16-bit images (the medical codec compare adds for them)
+    only_16bit: bool = False
 
     @property
     def label(self) -> str:
         return f"{self.backend}/{self.compression}"
+
+    def applies(self, ds: Dataset) -> bool:
+        """Whether this setting is measured on ``ds``."""
+        return not self.only_16bit or ds.images[0].dtype.itemsize == 2
+
+
+def settings_of(settings: Sequence[Setting], ds: Dataset) -> list[Setting]:
+    """The settings measured on ``ds``."""
+    return [s for s in settings if s.applies(ds)]
 
 
 def safe_name(name: str) -> str:

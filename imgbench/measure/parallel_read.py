@@ -61,7 +61,7 @@ from imgbench.core import checksum
 from imgbench.core.errors import ImgbenchError, UnsupportedError
 from imgbench.core.parallel import default_threads
 from imgbench.measure.harness import Progress, evict, interleaved, no_progress, summarize, tune_allocator
-from imgbench.measure.matrix import CompareError, Dataset, Setting, cell_name
+from imgbench.measure.matrix import CompareError, Dataset, Setting, cell_name, settings_of
 
 #: start method of the reader processes: spawn is safe whatever threads the parent runs (a progress bar)
 START_METHOD = "spawn"
@@ -156,7 +156,7 @@ def count_within(ds: Dataset, max_bytes: int | None) -> int:
 
 def steps(datasets: Sequence[Dataset], settings: Sequence[Setting], workers: Sequence[int], repeats: int) -> int:
     """Progress units of :func:`run`: per dataset and setting, one for the build and warm-up, one per repeat."""
-    return len(datasets) * len(settings) * (1 + repeats) if workers else 0
+    return sum(len(settings_of(settings, ds)) for ds in datasets) * (1 + repeats) if workers else 0
 
 
 # --------------------------------------------------------------- checking
@@ -474,7 +474,7 @@ def run(
             images = ds.images[:n]
             labels = None if ds.labels is None else ds.labels[:n]
             expected = fingerprints(images)
-            for s in settings:
+            for s in settings_of(settings, ds):
                 step(0, f"{ds.name} x{n} {s.label} (sharded, parallel)")
                 cell: dict[str, Any] = {
                     "dataset": ds.name, "backend": s.backend, "compression": s.compression, "count": n,

@@ -144,5 +144,20 @@ def test_the_saving_against_png_is_named_in_bytes_and_percent():
     out = text(runs)
     assert "Smallest lossless against PNG: lmdb/zstd stores these images in 700.0 kB, 300.0 kB (30%) less than " \
            "lmdb/png (1.0 MB)." in out
-    assert "Fastest-decoding compressed: lmdb/zstd reads all 5.0x faster than lmdb/png at 70% of its bytes." in out
+    assert "Fastest-decoding smaller than PNG: lmdb/zstd reads all 5.0x faster than lmdb/png at 70% of its bytes." in out
     assert "against PNG" not in text(runs[1:])  # no PNG measured: nothing to compare with
+
+
+def test_the_medical_codec_joins_the_default_compare_for_16bit_images_only(tmp_path):
+    settings = compare.settings_for()
+    assert [s.label for s in settings if s.only_16bit] == ["lmdb/htj2k"]
+    plan = compare.Plan([compare.builtin_dataset("cifar", [3]), compare.builtin_dataset("ct", [2])],
+                        [s for s in settings if s.backend == "lmdb"], repeats=1, random_reads=2, workdir=tmp_path,
+                        parallel_workers=[1], parallel_repeats=1)
+    done = []
+    out = compare.run(plan, progress=lambda advance, text: done.append(advance))
+    measured = {(r["dataset"], f"{r['backend']}/{r['compression']}") for r in out["runs"]}
+    assert ("ct", "lmdb/htj2k") in measured and ("cifar", "lmdb/htj2k") not in measured
+    parallel = {(r["dataset"], r["compression"]) for r in out["parallel_read"]["runs"]}
+    assert ("ct", "htj2k") in parallel and ("cifar", "htj2k") not in parallel
+    assert sum(done) == plan.steps()  # the progress bar's total counts only what is measured
