@@ -149,3 +149,14 @@ def test_cli_peers_end_to_end(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert [r["backend"] for r in results["runs"]] == ["npy", "peer:webdataset"]
     assert "peer:webdataset" in (out / "report.html").read_text()
+
+
+def test_a_peer_whose_dependency_is_missing_says_which(monkeypatch):
+    """Installed but broken (streaming without torchvision) is not "not installed": the note names the cause."""
+    if importlib.util.find_spec("litdata") is None:
+        pytest.skip("litdata is not installed")
+    for name in [m for m in sys.modules if m == "litdata" or m.startswith("litdata.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "lightning_utilities", None)  # a dependency of litdata
+    adapter, note = peers.load("litdata")
+    assert adapter is None and "fails to import" in note and "lightning_utilities" in note and "\n" not in note

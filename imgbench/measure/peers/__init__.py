@@ -73,7 +73,10 @@ def load(name: str) -> tuple[ModuleType | None, str | None]:
         try:
             importlib.import_module(package)
         except Exception as exc:  # noqa: BLE001  a broken install (e.g. a torchvision that fails to load) too
-            why = "is not installed" if isinstance(exc, ImportError) else f"fails to import ({type(exc).__name__}: {exc})"
+            if isinstance(exc, ImportError) and exc.name in (package, None):
+                why = "is not installed"
+            else:  # installed, but a dependency is missing or broken (e.g. torchvision for streaming)
+                why = f"fails to import ({type(exc).__name__}: {exc})"
             return None, f"peer {name} skipped: {package} {why}; install it with {EXTRA}"
     return importlib.import_module(peer.module), None
 
