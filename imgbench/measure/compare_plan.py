@@ -66,7 +66,8 @@ class Plan:
 
     def steps(self) -> int:
         """Progress units: one per pass (warm-up + repeats) of each cell, plus the parallel reads."""
-        cells = sum(len(d.counts) for d in self.datasets) * (len(self.settings) + len(self.peers))
+        installed = [name for name in self.peers if peer_registry.load(name)[0] is not None]
+        cells = sum(len(d.counts) for d in self.datasets) * (len(self.settings) + len(installed))
         return cells * (self.repeats + 1) + parallel_read.steps(
             self.datasets, self.settings, self.parallel_workers, self.parallel_repeats or self.repeats)
 
