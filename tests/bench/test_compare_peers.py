@@ -157,6 +157,7 @@ def test_a_peer_whose_dependency_is_missing_says_which(monkeypatch):
         pytest.skip("litdata is not installed")
     for name in [m for m in sys.modules if m == "litdata" or m.startswith("litdata.")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "lightning_utilities", None)  # a dependency of litdata
+    for name in ["lightning_utilities", *(m for m in sys.modules if m.startswith("lightning_utilities."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # a dependency of litdata, as if not installed
     adapter, note = peers.load("litdata")
     assert adapter is None and "fails to import" in note and "lightning_utilities" in note and "\n" not in note
