@@ -59,6 +59,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         compressions=args.compressions, repeats=args.repeats, cache=args.cache, quick=args.quick,
         random_reads=args.random_reads, workdir=args.workdir, parallel_workers=args.parallel_workers,
         max_image_pixels=args.max_image_pixels,
+        peers=args.peers,
     )
     with harness.progress_bar(plan.steps(), enabled=not args.quiet) as progress:
         early = terminal.DatasetPrinter(pause=progress.paused)
@@ -229,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also read a sharded copy of each dataset with N worker processes at once, for each N "
                       "(aggregate images/s and speed-up); 0 skips it (default: 1 2 ... up to the core count)")
     cmp_.add_argument("--max-image-pixels", type=int, metavar="N", help=_MAX_PIXELS_HELP)
+    cmp_.add_argument("--peers", nargs="+", metavar="NAME",
+                      help="also measure other formats with their own writers and readers: litdata mds webdataset "
+                      "(pip install 'imgbench[peers]'; a missing one is skipped with a note)")
     cmp_.add_argument("--quick", action="store_true", help="small counts, one repeat: a smoke test in seconds")
     cmp_.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     cmp_.set_defaults(func=_cmd_compare)

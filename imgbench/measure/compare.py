@@ -53,7 +53,7 @@ from imgbench.api import open as open_store
 from imgbench.core import atomic
 from imgbench.core.errors import ImgbenchError, UnsupportedError
 from imgbench.core.usage import disk_usage
-from imgbench.measure import parallel_read
+from imgbench.measure import parallel_read, peers
 from imgbench.storage import registry
 from imgbench.measure.compare_plan import (  # noqa: F401  (re-exported: compare's public names)
     DEFAULT_BUDGET,
@@ -81,6 +81,7 @@ from imgbench.measure.harness import (  # noqa: F401  (evict, machine_info, ... 
     evict,
     interleaved,
     machine_info,
+    mismatch,
     no_progress,
     prepare_write,
     same_images,
@@ -147,28 +148,91 @@ def _same_labels(got: np.ndarray | None, want: np.ndarray | None) -> bool:
     return (want is None) == (got is None) and (want is None or bool(np.array_equal(want, got)))
 
 
+def _peer_write(cell: dict[str, Any], images: Any, labels: Any) -> float:
+    prepare_write(cell["path"])
+    t0 = time.perf_counter()
+    cell["adapter"].write(cell["path"], images, labels)
+    return time.perf_counter() - t0
+
+
+def _peer_read_all(cell: dict[str, Any]) -> tuple[float, Any, Any]:
+    t0 = time.perf_counter()
+    got, labels = cell["adapter"].read_all(cell["path"])
+    return time.perf_counter() - t0, got, labels
+
+
+def _peer_random(cell: dict[str, Any], indices: np.ndarray, images: Any) -> tuple[float, bool] | None:
+    reader = cell["adapter"].open_random(cell["path"])
+    if reader is None:
+        return None
+    try:
+        out = [None] * len(indices)
+        t0 = time.perf_counter()
+        for k, i in enumerate(indices.tolist()):
+            out[k] = reader[i]
+        elapsed = time.perf_counter() - t0
+    finally:
+        reader.close()
+    return elapsed, same_images(out, [images[i] for i in indices.tolist()])
+
+
 def _repeat(cell: dict[str, Any], r: int, cache: str, images: Any, labels: Any, indices: np.ndarray) -> None:
-    """Repeat ``r`` of one cell: a timed write, read-all and random reads, every read checked."""
-    path = cell["path"]
-    cell["write_s"].append(_time_write(path, cell["setting"], images, labels))
+    """Repeat ``r`` of one cell: a timed write, read-all and random reads, every read checked.
+
+    A peer's cell (``cell["adapter"]``, :mod:`imgbench.measure.peers`) is timed the same way with
+    its own writer and readers."""
+    path, peer = cell["path"], cell.get("adapter") is not None
+    cell["write_s"].append(_peer_write(cell, images, labels) if peer
+                           else _time_write(path, cell["setting"], images, labels))
     if cache == "cold":
         evict(path)
-    elapsed, got, got_labels = _time_read_all(path)
+    elapsed, got, got_labels = _peer_read_all(cell) if peer else _time_read_all(path)
     cell["read_s"].append(elapsed)
-    if not same_images(got, images):
+    problem = mismatch(got, images)
+    if problem:
         cell["exact"] = False
-        cell["mismatches"].append(f"repeat {r + 1}: read-all differs from what was written")
+        cell["mismatches"].append(f"repeat {r + 1}: read-all differs from what was written ({problem})")
     if not _same_labels(got_labels, labels):
         cell["exact"] = False
         cell["mismatches"].append(f"repeat {r + 1}: labels differ from what was written")
     del got
     if cache == "cold":
         evict(path)
-    elapsed, ok = _time_random(path, indices, images)
+    timed = _peer_random(cell, indices, images) if peer else _time_random(path, indices, images)
+    if timed is None:  # the peer has no random-access reader installed: n/a, not zero
+        return
+    elapsed, ok = timed
     cell["random_s"].append(elapsed)
     if not ok:
         cell["exact"] = False
         cell["mismatches"].append(f"repeat {r + 1}: a random read differs from what was written")
+
+
+def _peer_cells(plan: Plan, ds: Dataset, n: int, workdir: Path, indices: np.ndarray) -> list[dict[str, Any]]:
+    """One cell per installed peer of ``plan.peers`` (a missing one is a note of the plan, not a cell)."""
+    cells = []
+    for name in plan.peers:
+        adapter, _note = peers.load(name)
+        if adapter is None:
+            continue
+        cells.append({
+            "dataset": ds.name, "backend": peers.backend_name(name), "peer": True,
+            "compression": adapter.COMPRESSION, "durability": adapter.DURABILITY,
+            "count": n, "cache": plan.cache, "raw_bytes": ds.raw_bytes(n), "random_reads": len(indices),
+            "status": "ok", "reason": None, "write_s": [], "read_s": [], "random_s": [],
+            "exact": True, "mismatches": [], "path": workdir / f"{ds.name}-{n}-peer-{name}", "adapter": adapter,
+        })
+    return cells
+
+
+def _peer_warm_up(cell: dict[str, Any], images: Any, labels: Any) -> None:
+    """Untimed first pass of a peer (warm-up); a peer that cannot store these images is marked unsupported."""
+    try:
+        cell["adapter"].write(cell["path"], images, labels)
+        cell["adapter"].read_all(cell["path"])
+    except Exception as exc:  # noqa: BLE001  a peer's own error, whatever its type, is the row's reason
+        cell["status"], cell["reason"] = "unsupported", f"{cell['backend']}: {type(exc).__name__}: {exc}"
+    cell["peak_memory"] = None  # not traced for peers (litdata writes in a worker process)
 
 
 def _measure_count(plan: Plan, ds: Dataset, n: int, workdir: Path, indices: np.ndarray,
@@ -181,30 +245,38 @@ def _measure_count(plan: Plan, ds: Dataset, n: int, workdir: Path, indices: np.n
         "count": n, "cache": plan.cache, "raw_bytes": ds.raw_bytes(n), "random_reads": len(indices),
         "status": "ok", "reason": None, "write_s": [], "read_s": [], "random_s": [],
         "exact": True, "mismatches": [], "path": workdir / cell_name(ds.name, n, s), "setting": s,
-    } for s in settings_of(plan.settings, ds)]
+    } for s in settings_of(plan.settings, ds)] + _peer_cells(plan, ds, n, workdir, indices)
     # Untimed first pass per cell: memory peak, warm-up, and unsupported combinations.
     for cell in cells:
-        step(0, f"{ds.name} x{n} {cell['setting'].label} (warm-up)")
-        try:
-            cell["peak_memory"] = _memory_pass(cell["path"], cell["setting"], images, labels)
-        except UnsupportedError as exc:
-            cell["status"], cell["reason"] = "unsupported", str(exc)
+        step(0, f"{ds.name} x{n} {_label(cell)} (warm-up)")
+        if "adapter" in cell:
+            _peer_warm_up(cell, images, labels)
+        else:
+            try:
+                cell["peak_memory"] = _memory_pass(cell["path"], cell["setting"], images, labels)
+            except UnsupportedError as exc:
+                cell["status"], cell["reason"] = "unsupported", str(exc)
         step(1, "")
     for r, order in interleaved(cells, plan.repeats):
         for cell in order:
             if cell["status"] == "ok":
-                step(0, f"{ds.name} x{n} {cell['setting'].label} ({r + 1}/{plan.repeats})")
+                step(0, f"{ds.name} x{n} {_label(cell)} ({r + 1}/{plan.repeats})")
                 _repeat(cell, r, plan.cache, images, labels, indices)
             step(1, "")
     for cell in cells:
         path = cell.pop("path")
-        cell.pop("setting")
+        cell.pop("setting", None)
+        peer = cell.pop("adapter", None) is not None
         if cell["status"] == "ok":
             cell["disk"] = disk_usage(path)
-            cell["level"] = _level(path)
+            cell["level"] = None if peer else _level(path)
             _finish(cell)
         atomic.remove(path)
     return cells
+
+
+def _label(cell: dict[str, Any]) -> str:
+    return cell["setting"].label if "setting" in cell else f"{cell['backend']}/{cell['compression']}"
 
 
 def _workdir(plan: Plan) -> Path:
@@ -259,12 +331,13 @@ def run(plan: Plan, progress: Progress | None = None,
                            "C-library buffers and memory-mapped pages are not counted",
             "verification": "every repeat compares read-all, labels and each random read with what was written",
             "parallel_read": parallel_read.METHOD if parallel else None,
+            "peers": PEERS_METHOD if plan.peers else None,
             "allocator": allocator,
         },
         "machine": machine_info(workdir.parent),
         "versions": versions(),
         "datasets": [ds.describe() for ds in plan.datasets],
-        "notes": list(plan.notes) + [f"{ds.name}: {note}" for ds in plan.datasets for note in ds.notes],
+        "notes": list(plan.notes) + peers_notes(plan) + [f"{ds.name}: {note}" for ds in plan.datasets for note in ds.notes],
         "runs": rows,
         "parallel_read": parallel,
     }
@@ -282,7 +355,24 @@ def _config(plan: Plan) -> dict[str, Any]:
         "seed": plan.seed,
         "workdir": str(plan.workdir or tempfile.gettempdir()),
         "parallel_workers": list(plan.parallel_workers),
+        "peers": list(plan.peers),
     }
+
+
+#: how peers are measured (results.json ``method.peers``)
+PEERS_METHOD = ("each peer's own writer and readers (imgbench.measure.peers), on the same images, in the same "
+                "interleaved repeats, warm or cold alike; write = the peer's writer + fsync of every file and folder "
+                "it wrote (no peer fsyncs by itself); read_all = open + the peer's sequential reader; random = the "
+                "peer's random-access reader (n/a when it has none); every read checked; peak memory not traced")
+
+
+def peers_notes(plan: Plan) -> list[str]:
+    """One line per peer of the plan that is skipped (package missing) or has no random read installed."""
+    notes = []
+    for name in plan.peers:
+        _adapter, note = peers.load(name)
+        notes.append(note or peers.random_note(name))
+    return [n for n in notes if n]
 
 
 def _level(path: Path) -> Any:
@@ -298,13 +388,14 @@ def _finish(cell: dict[str, Any]) -> None:
     n, raw = cell["count"], cell["raw_bytes"]
     stats = {key: summarize(cell[key]) for key in ("write_s", "read_s", "random_s")}
     cell["stats"] = stats
-    w, r, q = (stats[k]["median"] for k in ("write_s", "read_s", "random_s"))
+    w, r = (stats[k]["median"] for k in ("write_s", "read_s"))
+    q = stats["random_s"]["median"] if stats["random_s"] else None  # None: a peer without random access
     cell["derived"] = {
         "write_images_per_s": n / w if w > 0 else None,
         "read_images_per_s": n / r if r > 0 else None,
         "write_MB_per_s": raw / w / 1e6 if w > 0 else None,
         "read_MB_per_s": raw / r / 1e6 if r > 0 else None,
-        "random_latency_us": q / cell["random_reads"] * 1e6 if cell["random_reads"] else None,
+        "random_latency_us": q / cell["random_reads"] * 1e6 if q is not None and cell["random_reads"] else None,
         "size_ratio": cell["disk"]["allocated"] / raw if raw else None,
     }
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from imgbench.adapters import datasets
 from imgbench.core import transport
-from imgbench.measure import parallel_read
+from imgbench.measure import parallel_read, peers as peer_registry
 from imgbench.measure.matrix import CompareError, Dataset, Setting, settings_of
 from imgbench.storage import registry
 from imgbench.storage.registry import backends as all_backends
@@ -65,10 +65,13 @@ class Plan:
     parallel_repeats: int | None = None
     #: raw bytes of each dataset read in parallel at most (None: its largest count)
     parallel_max_bytes: int | None = None
+    #: peers measured beside the backends (:mod:`imgbench.measure.peers`), e.g. ``["litdata", "mds"]``
+    peers: list[str] = field(default_factory=list)
 
     def steps(self) -> int:
         """Progress units: one per pass (warm-up + repeats) of each cell, plus the parallel reads."""
-        cells = sum(len(d.counts) * len(settings_of(self.settings, d)) for d in self.datasets)
+        installed = [name for name in self.peers if peer_registry.load(name)[0] is not None]
+        cells = sum(len(d.counts) * (len(settings_of(self.settings, d)) + len(installed)) for d in self.datasets)
         return cells * (self.repeats + 1) + parallel_read.steps(
             self.datasets, self.settings, self.parallel_workers, self.parallel_repeats or self.repeats)
 
@@ -307,6 +310,7 @@ def make_plan(
     workdir: str | os.PathLike | None = None,
     parallel_workers: Sequence[str | int] | None = None,
     max_image_pixels: int | None = None,
+    peers: Sequence[str] | None = None,
 ) -> Plan:
     """Turn command-line choices into a :class:`Plan` (validating all of them before anything runs).
 
@@ -333,6 +337,7 @@ def make_plan(
     if random_reads is not None and random_reads < 1:
         raise CompareError(f"--random-reads must be at least 1, got {random_reads}")
     settings = settings_for(backends, compressions)
+    chosen_peers = peer_registry.parse(peers)
     parsed = parse_counts(counts) if counts else None
     workers = parallel_read.parse_workers(parallel_workers)
     specs = list(datasets_) if datasets_ else ([] if source is not None else list(datasets.BUILTIN))
@@ -360,4 +365,5 @@ def make_plan(
         parallel_workers=workers,
         parallel_repeats=repeats if repeats is not None else (1 if quick else DEFAULT_PARALLEL_REPEATS),
         parallel_max_bytes=None if parsed else (QUICK_PARALLEL_BUDGET if quick else PARALLEL_BUDGET),
+        peers=chosen_peers,
     )

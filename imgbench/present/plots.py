@@ -124,6 +124,8 @@ def series(runs: list[dict[str, Any]], key: str) -> dict[str, list[tuple[int, fl
             point = (r["count"], v, v, v)
         elif key == "random_per_image":
             st, k = r["stats"]["random_s"], r["random_reads"]
+            if st is None:  # a peer without random access (n/a): no point
+                continue
             point = (r["count"], st["median"] / k, st["min"] / k, st["max"] / k)
         else:
             st = r["stats"][key]

@@ -100,7 +100,7 @@ def _tables_html(runs: list[dict[str, Any]]) -> str:
         times.append((lead + [
             fmt_time(st["write_s"]["median"]) + _spread(st["write_s"]),
             fmt_time(st["read_s"]["median"]) + _spread(st["read_s"]),
-            f"{d['random_latency_us']:.0f} µs",
+            "n/a" if d["random_latency_us"] is None else f"{d['random_latency_us']:.0f} µs",
             f"{d['write_MB_per_s']:.1f}", f"{d['read_MB_per_s']:.1f}",
         ], r["exact"]))
         space.append((lead + [

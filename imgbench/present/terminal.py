@@ -46,7 +46,7 @@ def _summary_cells(r: dict[str, Any]) -> dict[str, str]:
         "setting": setting(r),
         "write": fmt_time(st["write_s"]["median"]) + _spread(st["write_s"]),
         "read all": fmt_time(st["read_s"]["median"]) + _spread(st["read_s"]),
-        "random/img": fmt_time(d["random_latency_us"] / 1e6),
+        "random/img": "n/a" if d["random_latency_us"] is None else fmt_time(d["random_latency_us"] / 1e6),
         "on disk": fmt_bytes(r["disk"]["allocated"]),
         "vs raw": f"{d['size_ratio']:.0%}",
         "files": str(r["disk"]["files"]),
