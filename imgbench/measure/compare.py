@@ -54,7 +54,6 @@ from imgbench.core import atomic
 from imgbench.core.errors import ImgbenchError, UnsupportedError
 from imgbench.core.usage import disk_usage
 from imgbench.measure import parallel_read, peers
-from imgbench.storage import registry
 from imgbench.measure.compare_plan import (  # noqa: F401  (re-exported: compare's public names)
     DEFAULT_BUDGET,
     DEFAULT_PARALLEL_REPEATS,
@@ -89,7 +88,14 @@ from imgbench.measure.harness import (  # noqa: F401  (evict, machine_info, ... 
     tune_allocator,
     versions,
 )
-from imgbench.measure.matrix import CompareError, Dataset, Setting, cell_name, settings_of
+from imgbench.measure.matrix import (
+    CompareError,
+    Dataset,
+    Setting,
+    cell_name,
+    settings_of,
+)
+from imgbench.storage import registry
 
 #: schema of results.json; bump when its meaning changes
 RESULTS_VERSION = 1
