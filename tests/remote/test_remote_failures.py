@@ -136,3 +136,36 @@ def test_server_dying_mid_read_is_remote_access_error_not_damage(tmp_path, s3, b
     assert main(["verify", url, "--remote-timeout", str(DEADLINE)]) == 2
     captured = capsys.readouterr()
     assert "damaged" not in captured.out and len(captured.err.strip().splitlines()) == 1, captured
+
+
+# ------------------------------------------------------------------ item 6: zero-byte objects are damage
+EMPTIED = [  # (store, object inside it emptied; "" = the store's one object)
+    ("zarr", "zarr.json"), ("zarr", "images/zarr.json"), ("tar", "imgbench-tar.index"), ("tar", "imgbench-tar.json"),
+    ("tar", "shard-000000.tar"), ("hdf5", ""), ("sharded-tar", "imgbench-shards.json"),
+    ("sharded-tar", "shard-00001/imgbench-tar.index"), ("sharded-zarr", "shard-00001.zarr/zarr.json"),
+    ("sharded-hdf5", "shard-00001.h5"),
+]
+
+
+def _read_all(where) -> None:
+    with imgbench.open(where) as s:
+        s.read_many()
+        s.labels  # noqa: B018
+        s.checksums  # noqa: B018
+
+
+@pytest.mark.parametrize("kind,name", EMPTIED, ids=lambda v: v or "object")
+def test_zero_byte_object_is_corrupt_store_error_as_locally(tmp_path, s3, kind, name):
+    """S3 answers a byte range of an empty object with 416 "range not satisfiable", which was blamed on the
+    endpoint and credentials; emptied locally the same file is damage, and so it must be remotely."""
+    url, _ = _upload(tmp_path, s3, kind)
+    local = tmp_path / url.rstrip("/").rpartition("/")[2]
+    (local / name if name else local).write_bytes(b"")
+    with pytest.raises(imgbench.ImgbenchError) as here:
+        _read_all(local)
+    s3.fs.pipe_file(s3.key(url, name), b"")
+    with pytest.raises(imgbench.ImgbenchError) as there:
+        _read_all(url)
+    assert isinstance(here.value, imgbench.CorruptStoreError), repr(here.value)
+    assert isinstance(there.value, imgbench.CorruptStoreError), repr(there.value)
+    assert "AWS_" not in str(there.value)
