@@ -7,6 +7,7 @@ appending copies the file and swaps it in. Layout: docs/formats/hdf5.md.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -73,6 +74,7 @@ class HDF5Store(Store):
         self._slab: tuple[Any, Any] | None = None  # (memory space, file space) reused by one-image reads
         self._kind: tuple[tuple[int, ...], np.dtype] | None = None
         self._guards: dict[str, ChunkGuard | None] = {}
+        self._held: dict[str, h5py.Dataset] = {}  # writers: datasets kept open between writes (see _hold)
 
     @classmethod
     def detect(cls, path: Path) -> bool:
@@ -301,11 +303,35 @@ class HDF5Store(Store):
                 "the store was left as it was"
             )
 
+    def _hold(self) -> None:
+        """Keep every dataset of the file being written open until the writer closes.
+
+        Closing a dataset's last handle writes out its chunk cache, and h5py does that in
+        ``__dealloc__``, where a failed write (the disk filled after :meth:`_reserve`'s
+        check) is printed as ``Exception ignored in: 'h5py._objects.ObjectID.__dealloc__'``
+        and otherwise lost. Held open, the cache is written inside a write or a flush,
+        whose error is raised (and the file's writes then go to /dev/null).
+        """
+        for name in self._file:
+            if name not in self._held and isinstance(self._file.get(name), h5py.Dataset):
+                self._held[name] = self._file[name]
+
+    def _write_failed(self, exc: BaseException) -> ImgbenchError:
+        """A failed HDF5 write as one line; a full disk says so (HDF5's message spans lines)."""
+        text = " ".join(str(exc).split())
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in text:
+            return ImgbenchError(
+                f"cannot write to {self.path}: no space left on device (the disk filled while writing); "
+                "the store was left as it was; free some space and write again"
+            )
+        return ImgbenchError(f"writing to {self.path} failed: {text}")
+
     def _write(self, images, labels, start, checksums=None) -> None:
         nbytes = images.nbytes if isinstance(images, np.ndarray) else sum(im.nbytes for im in images)
         try:
             self._reserve(nbytes * 1.1 + 16 * len(images) + (2 << 20))
             self._write_h5(images, labels, checksums)
+            self._hold()
             if self.options["sync"]:
                 atomic.start_writeback(self._file.id.get_vfd_handle())
         except ImgbenchError:
@@ -313,7 +339,7 @@ class HDF5Store(Store):
             raise
         except H5_ERRORS as exc:
             self._discard_writes()
-            raise ImgbenchError(f"writing to {self.path} failed: {exc}") from exc
+            raise self._write_failed(exc) from None
 
     def _write_h5(self, images, labels, checksums) -> None:
         f = self._file
@@ -369,6 +395,7 @@ class HDF5Store(Store):
     def _to_ragged(self) -> None:
         """Rewrite the uniform store being written into a fresh file with the ragged layout."""
         old, target = self._file, self._target
+        self._held = {}
         fresh_path = atomic.temp_sibling(self.path)
         fresh = self._h5open(fresh_path, "w")
         try:
@@ -403,7 +430,7 @@ class HDF5Store(Store):
             self._flush_h5(meta)
         except H5_ERRORS as exc:
             self._discard_writes()
-            raise ImgbenchError(f"writing to {self.path} failed: {exc}") from exc
+            raise self._write_failed(exc) from None
 
     def _flush_h5(self, meta) -> None:
         f = self._file
@@ -421,6 +448,7 @@ class HDF5Store(Store):
             return
         if not commit:
             self._discard_writes()
+        self._held = {}
         try:
             self._file.close()
         finally:
