@@ -7,10 +7,12 @@ appending copies the file and swaps it in. Layout: docs/formats/hdf5.md.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import os
 import resource
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from imgbench.core.images import DTYPE_CODES, dtype_from_code
 from imgbench.core.levels import check_level
 from imgbench.core.store import Store, stack_if_uniform
 from imgbench.core.transport import RemoteStore
+from imgbench.storage.hdf5 import unraisable
 from imgbench.storage.hdf5.chunk_table import ChunkTable
 from imgbench.storage.hdf5.guards import ChunkGuard, check_dataset, check_layout
 from imgbench.storage.hdf5.layout import (
@@ -104,7 +107,10 @@ class HDF5Store(Store):
         try:
             return h5py.File(target if source is None else source, mode, **kw)
         except OSError as exc:
-            text = str(exc)
+            text = " ".join(str(exc).split())
+            if mode != "r" and (exc.errno == errno.ENOSPC or "No space left on device" in text):
+                raise ImgbenchError(f"cannot write to {target}: no space left on device; free some space and "
+                                    "write again") from None
             if "unable to lock" in text.lower() or "locking" in text.lower():
                 why = (f"cannot open {target}: HDF5 file locking refused it ({text}); another program has it "
                        "open for writing, or the filesystem has no locks")
@@ -189,11 +195,13 @@ class HDF5Store(Store):
             f.close()
             raise
         self._file, self._target = f, target
+        _WRITERS.add(self)
         return meta
 
     def _create(self, target: Path) -> None:
         self._file, self._target = self._h5open(target, "w"), target
         self._layout = None
+        _WRITERS.add(self)
 
     # ------------------------------------------------------------ writing
     def _filter(self) -> dict[str, Any]:
@@ -330,8 +338,11 @@ class HDF5Store(Store):
         nbytes = images.nbytes if isinstance(images, np.ndarray) else sum(im.nbytes for im in images)
         try:
             self._reserve(nbytes * 1.1 + 16 * len(images) + (2 << 20))
-            self._write_h5(images, labels, checksums)
-            self._hold()
+            with unraisable.capture() as lost:
+                self._write_h5(images, labels, checksums)
+                self._hold()
+            if lost:
+                raise lost[0]
             if self.options["sync"]:
                 atomic.start_writeback(self._file.id.get_vfd_handle())
         except ImgbenchError:
@@ -427,7 +438,10 @@ class HDF5Store(Store):
     def _flush(self, meta) -> None:
         try:
             self._reserve((4 << 20) + os.fstat(self._file.id.get_vfd_handle()).st_size // 100)
-            self._flush_h5(meta)
+            with unraisable.capture() as lost:
+                self._flush_h5(meta)
+            if lost:
+                raise lost[0]
         except H5_ERRORS as exc:
             self._discard_writes()
             raise self._write_failed(exc) from None
@@ -631,3 +645,22 @@ class RemoteHDF5Store(RemoteHDF5Reading, RemoteStore, HDF5Store):
     object (:class:`imgbench.storage.hdf5.remote.RemoteHDF5Reading`)."""
 
     option_defaults = {**HDF5Store.option_defaults, "block_size": BLOCK_SIZE}
+
+
+#: writers with a file open in this process (their files are temporaries until they commit)
+_WRITERS: weakref.WeakSet[HDF5Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _discard_unfinished_writers() -> None:
+    """At exit, send the writes of every writer still open to /dev/null before h5py closes its objects.
+
+    A process that ends mid-write (a Dask worker shut down while its task was writing a
+    shard) never commits, yet h5py flushes the doomed temporary at interpreter exit; on a
+    full disk that printed ``Exception ignored in: 'h5py._objects.ObjectID.__dealloc__'``
+    once per object, or crashed. Registered after h5py's own exit hook, so it runs first.
+    """
+    for writer in list(_WRITERS):
+        if writer._file is not None:
+            writer._discard_writes()
+
