@@ -71,8 +71,9 @@ def open(  # noqa: A001 - the contract names it open
         )
     if transport.is_url(path):  # s3://bucket/x.zarr and other fsspec URLs: read-only, see imgbench.remote
         return open_url(path, mode, backend=backend, compression=compression, level=level, options=options)
-    if options.pop("storage_options", None) is not None:
-        raise UnsupportedError(f"storage_options apply to URLs such as s3://bucket/store, not to the local path {path}")
+    for remote_only in ("storage_options", "remote_timeout"):
+        if options.pop(remote_only, None) is not None:
+            raise UnsupportedError(f"{remote_only} apply to URLs such as s3://bucket/store, not to the local path {path}")
     try:
         path = Path(os.fspath(transport.local_path(path))).expanduser()
     except TypeError:
@@ -109,7 +110,7 @@ def open_url(
         )
     options = dict(options)
     storage_options = options.pop("storage_options", None)
-    found = transport.probe(url, storage_options)
+    found = transport.probe(url, storage_options, options.get("remote_timeout"))
     if sharded.detect_remote(found):  # a sharded dataset: its manifest names the shards and their backend
         return sharded.open_dataset(transport.URL(url), mode, backend=backend, compression=compression, level=level,
                                     options={**options, "storage_options": storage_options})

@@ -28,7 +28,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from imgbench.adapters.integrity import describe, format_info
 
-    info = describe(args.path)
+    info = describe(args.path, remote_timeout=args.remote_timeout)
     print(json.dumps(info, indent=2) if args.json else "\n".join(format_info(info)))
     return 0
 
@@ -36,7 +36,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from imgbench.adapters.integrity import verify
 
-    report = verify(args.path, progress=not args.quiet, isolate=True)
+    report = verify(args.path, progress=not args.quiet, isolate=True, remote_timeout=args.remote_timeout)
     for problem in report.problems:
         print(f"damaged: {problem}")
     for index, reason in sorted(report.damaged.items()):
@@ -171,6 +171,22 @@ def _size(text: str) -> int:
         return parse_size(text)
     except UnsupportedError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    from imgbench.core import transport
+    from imgbench.core.errors import UnsupportedError
+
+    try:
+        return transport.deadline(float(text))
+    except (ValueError, UnsupportedError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds") from None
+
+
+def _remote_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--remote-timeout", type=_seconds, metavar="SECONDS",
+                        help="for a URL (s3://...): seconds each request to the server may take, retries included "
+                             "(default: $IMGBENCH_REMOTE_TIMEOUT, else 60)")
 
 
 def _backend_choices() -> tuple[list[str], dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
@@ -335,11 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a store")
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="print JSON")
+    _remote_timeout(info)
     info.set_defaults(func=_cmd_info)
 
     verify = sub.add_parser("verify", help="read every image; exit 1 when any is damaged")
     verify.add_argument("path")
     verify.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _remote_timeout(verify)
     verify.set_defaults(func=_cmd_verify)
     return parser
 

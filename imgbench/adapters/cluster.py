@@ -60,10 +60,19 @@ def _connect(distributed: Any, workers: int | None, scheduler: str | None) -> tu
                 f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}: {exc}); start one "
                 "(dask scheduler; dask worker ADDRESS) or drop --scheduler to use a local cluster"
             ) from None
-    cluster = distributed.LocalCluster(
-        n_workers=workers or 1, threads_per_worker=1, processes=True, dashboard_address=None,
-        silence_logs=logging.CRITICAL,
-    )
+    try:
+        cluster = distributed.LocalCluster(
+            n_workers=workers or 1, threads_per_worker=1, processes=True, dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        )
+    except Exception as exc:  # RuntimeError("Nanny failed to start.") when a worker process dies starting
+        cause = exc.__cause__ or exc.__context__
+        why = f"{type(exc).__name__}: {exc}" + (f" ({type(cause).__name__}: {cause})" if cause else "")
+        raise ImgbenchError(
+            f"the local Dask cluster of {workers or 1} worker processes did not start: a worker died while "
+            f"starting ({' '.join(why.split())[:300]}); check memory and process limits, retry with fewer "
+            "--workers, or drop --workers to convert in this process"
+        ) from None
     try:
         return distributed.Client(cluster), cluster
     except BaseException:

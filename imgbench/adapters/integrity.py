@@ -24,9 +24,16 @@ class NotAStoreError(errors.ImgbenchError):
     """``imgbench verify`` was given a path that no backend recognises (bad input: exit 2, not damage)."""
 
 
-def describe(path: str | os.PathLike) -> dict[str, Any]:
-    """What ``imgbench info`` prints: backend, compression, count, shapes, labels, attrs, bytes."""
-    with open_store(path) as store:
+def _remote_options(path: str | os.PathLike, remote_timeout: float | None) -> dict[str, Any]:
+    """``remote_timeout=`` for :func:`imgbench.open` when ``path`` is a URL and a deadline was given."""
+    return {"remote_timeout": remote_timeout} if remote_timeout is not None and transport.is_url(path) else {}
+
+
+def describe(path: str | os.PathLike, remote_timeout: float | None = None) -> dict[str, Any]:
+    """What ``imgbench info`` prints: backend, compression, count, shapes, labels, attrs, bytes.
+
+    ``remote_timeout``: seconds each request may take when ``path`` is a URL (see :func:`imgbench.open`)."""
+    with open_store(path, **_remote_options(path, remote_timeout)) as store:
         n = len(store)
         kinds: Counter[str] = Counter()
         # Shapes of a sample, not all: info must stay instant on a million images.
@@ -54,15 +61,15 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "classes": int(len(set(labels.tolist()))) if labels is not None else 0,
             "attrs": store.attrs.to_dict(),
             **({"shards": store.shards} if hasattr(store, "shards") else {}),  # a sharded dataset
-            **_disk(path, store),
+            **_disk(path, store, remote_timeout),
         }
 
 
-def _disk(path: str | os.PathLike, store: Any) -> dict[str, Any]:
+def _disk(path: str | os.PathLike, store: Any, remote_timeout: float | None = None) -> dict[str, Any]:
     """The store's size; a local sharded dataset counts only its manifest and the shards it names, and
     lists apart what a killed appender left (``leftovers``: never counted, removed by the next appender)."""
     if transport.is_url(path):
-        return {"disk": transport.usage(path)}
+        return {"disk": transport.usage(path, timeout=remote_timeout)}
     if not hasattr(store, "shard_names"):
         return {"disk": disk_usage(path)}
     names = store.shard_names
@@ -118,7 +125,8 @@ class VerifyReport:
         return not self.damaged and not self.problems
 
 
-def verify(path: str | os.PathLike, progress: bool = False, isolate: bool = False) -> VerifyReport:
+def verify(path: str | os.PathLike, progress: bool = False, isolate: bool = False,
+           remote_timeout: float | None = None) -> VerifyReport:
     """Read every image, check it against its stored checksum, and read the labels.
 
     Collects what is damaged instead of stopping at the first. ``isolate=True``
@@ -126,12 +134,16 @@ def verify(path: str | os.PathLike, progress: bool = False, isolate: bool = Fals
     where its engine trusts its own structures (LMDB pages) can crash the
     reader with SIGBUS/SIGSEGV; the child's death is then reported as damage
     at the image being read, and reading resumes after it in a fresh child.
+    A network failure reading a URL is never damage: it raises RemoteAccessError.
+    ``remote_timeout``: seconds each request may take when ``path`` is a URL.
     """
     _check_is_store(path)
+    if remote_timeout is not None:
+        transport.deadline(remote_timeout)  # a bad value is bad input, before any child starts
     if isolate:
-        return _verify_isolated(path, progress)
+        return _verify_isolated(path, progress, remote_timeout)
     report = VerifyReport()
-    for event in _verify_events(path, 0):
+    for event in _verify_events(path, 0, remote_timeout):
         _apply(report, event)
     return report
 
@@ -148,10 +160,10 @@ def _check_is_store(path: str | os.PathLike) -> None:
         raise NotAStoreError(f"{exc} (imgbench verify checks imgbench stores only)") from None
 
 
-def _verify_events(path: str | os.PathLike, start: int):
+def _verify_events(path: str | os.PathLike, start: int, remote_timeout: float | None = None):
     """What verifying from image ``start`` finds, as small dicts (also the child's protocol)."""
     try:
-        store = open_store(path, verify=True)
+        store = open_store(path, verify=True, **_remote_options(path, remote_timeout))
     except CorruptStoreError as exc:
         yield {"problem": str(exc)}
         return
@@ -189,7 +201,7 @@ def _apply(report: VerifyReport, event: dict[str, Any]) -> None:
 _MAX_CRASHES = 100
 
 
-def _verify_isolated(path: str | os.PathLike, progress: bool) -> VerifyReport:
+def _verify_isolated(path: str | os.PathLike, progress: bool, remote_timeout: float | None = None) -> VerifyReport:
     import json
     import signal
     import subprocess
@@ -203,6 +215,7 @@ def _verify_isolated(path: str | os.PathLike, progress: bool) -> VerifyReport:
             [sys.executable, "-c", "import sys; from imgbench.adapters.integrity import _child; _child(sys.argv[1], int(sys.argv[2]))",
              os.fspath(path), str(start)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=None if remote_timeout is None else {**os.environ, transport.TIMEOUT_ENV: str(remote_timeout)},
         )
         at = None
         for line in child.stdout:
@@ -258,3 +271,9 @@ def _child(path: str, start: int) -> None:
             sys.stdout.flush()
     except errors.ImgbenchError as exc:  # bad input (no store there...): the parent raises it as such
         sys.stdout.write(json.dumps({"raise": type(exc).__name__, "message": str(exc)}) + "\n")
+    except Exception as exc:
+        if not (transport.is_url(path) and transport.is_remote_failure(exc)):
+            raise
+        # a network failure that escaped a reader's mapping: never damage (exit status 1 would say so)
+        failure = transport.explain(exc, path)
+        sys.stdout.write(json.dumps({"raise": type(failure).__name__, "message": str(failure)}) + "\n")

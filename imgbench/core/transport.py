@@ -18,7 +18,15 @@ The dispatcher that picks a reader for a URL is :func:`imgbench.api.open_url`.
   endpoint taken from ``storage_options`` or ``AWS_ENDPOINT_URL``;
 - :func:`probe` -- what is at a URL (one listing), StoreNotFoundError if nothing;
 - :func:`explain` -- a network/credential failure as one-line :class:`RemoteAccessError`;
+- :func:`deadline` -- the seconds each request to the server may take (``remote_timeout=``,
+  ``IMGBENCH_REMOTE_TIMEOUT``, default :data:`DEFAULT_TIMEOUT`);
 - :class:`RemoteStore` -- the mixin of every backend's URL reader.
+
+Every ``s3://`` request -- a listing, a HEAD, one GET of an object or a byte
+range -- finishes within the deadline, retries included, or raises
+RemoteAccessError naming the URL, the deadline and how to raise it
+(:mod:`imgbench.core.s3deadline`); a server that accepts connections and never
+answers cannot hang a reader.
 """
 
 from __future__ import annotations
@@ -54,6 +62,11 @@ _UNREACHABLE = frozenset({
 })
 #: ... and "the server refused our credentials"
 _DENIED = frozenset({"NoCredentialsError", "PartialCredentialsError", "PermissionError", "CredentialRetrievalError"})
+#: seconds each request to an object store may take, retries included, unless remote_timeout= or the variable says
+DEFAULT_TIMEOUT = 60.0
+#: the environment variable that sets the deadline (seconds) where no remote_timeout= is given
+TIMEOUT_ENV = "IMGBENCH_REMOTE_TIMEOUT"
+_RAISE = f"raise it with remote_timeout= (or {TIMEOUT_ENV}, or --remote-timeout)"
 #: modules whose exceptions are remote-access failures, whatever their class
 _REMOTE_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "gcsfs", "adlfs")
 
@@ -109,6 +122,23 @@ def scheme(url: str) -> str:
     return m.group(1).lower() if m else ""
 
 
+def deadline(timeout: Any = None) -> float:
+    """The seconds each request to an object store may take: ``timeout`` if given, else the
+    ``IMGBENCH_REMOTE_TIMEOUT`` variable, else :data:`DEFAULT_TIMEOUT` (60 s)."""
+    source = "remote_timeout"
+    if timeout is None:
+        timeout, source = os.environ.get(TIMEOUT_ENV) or None, TIMEOUT_ENV
+        if timeout is None:
+            return DEFAULT_TIMEOUT
+        try:
+            timeout = float(timeout)
+        except ValueError:
+            raise UnsupportedError(f"{TIMEOUT_ENV} must be a number of seconds, got {timeout!r}") from None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise UnsupportedError(f"{source} must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
 def _s3_options(options: dict[str, Any]) -> dict[str, Any]:
     """s3fs options with the endpoint of ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` unless one is given.
 
@@ -121,6 +151,18 @@ def _s3_options(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "endpoint_url": env} if env else options
 
 
+def _bounded_options(options: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """botocore timeouts and retries that fit in the deadline, unless ``storage_options`` set their own:
+    connect and read timeouts of at most the deadline, and one botocore attempt (s3fs retries too) unless
+    ``AWS_MAX_ATTEMPTS`` or ``config_kwargs["retries"]`` says otherwise."""
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("connect_timeout", min(5.0, timeout))
+    config.setdefault("read_timeout", min(15.0, timeout))
+    if "retries" not in config and not os.environ.get("AWS_MAX_ATTEMPTS"):
+        config["retries"] = {"max_attempts": 2, "mode": "standard"}
+    return {**options, "config_kwargs": config}
+
+
 def endpoint(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
     """The server a URL is read from, for messages."""
     opts = dict(storage_options or {})
@@ -131,7 +173,8 @@ def endpoint(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
 
 
 def filesystem(
-    url: str, storage_options: Mapping[str, Any] | None = None, *, asynchronous: bool = False
+    url: str, storage_options: Mapping[str, Any] | None = None, *, asynchronous: bool = False,
+    timeout: float | None = None,
 ) -> tuple[Any, str]:
     """The fsspec filesystem serving ``url`` and the path of ``url`` within it.
 
@@ -143,7 +186,8 @@ def filesystem(
     ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, ...). fsspec caches instances
     per process and makes fresh ones after ``fork``, so call this again in a
     child rather than keeping the parent's. ``asynchronous=True`` gives an
-    instance for an event loop (zarr's).
+    instance for an event loop (zarr's). For ``s3://`` every request finishes
+    within ``timeout`` seconds (:func:`deadline`) or raises.
     """
     if storage_options is not None and not isinstance(storage_options, Mapping):
         raise UnsupportedError(f"storage_options must be a dict, got {type(storage_options).__name__}")
@@ -155,11 +199,17 @@ def filesystem(
     except ImportError:
         raise UnsupportedError(f"reading {url} needs fsspec and {package or 'its fsspec backend'}: {install}") from None
     opts = dict(storage_options or {})
+    seconds = deadline(timeout)
     if proto in ("s3", "s3a"):
-        opts = _s3_options(opts)
+        opts = _bounded_options(_s3_options(opts), seconds)
     if asynchronous:
         opts["asynchronous"] = True
     try:
+        if proto in ("s3", "s3a"):
+            from imgbench.core.s3deadline import DeadlineS3FileSystem
+
+            cls = DeadlineS3FileSystem
+            return cls(**{**cls._get_kwargs_from_urls(url), **opts}, remote_timeout=seconds), cls._strip_protocol(url)
         return fsspec.core.url_to_fs(url, **opts)
     except ImportError:
         raise UnsupportedError(
@@ -181,6 +231,8 @@ def is_remote_failure(exc: BaseException) -> bool:
     if isinstance(exc, (ImgbenchError, FileNotFoundError)):
         return False
     names = {c.__name__ for c in type(exc).__mro__}
+    if "DeadlineExceeded" in names:
+        return True
     return (
         bool(names & (_UNREACHABLE | _DENIED))
         or isinstance(exc, OSError)
@@ -193,6 +245,11 @@ def explain(exc: BaseException, url: str, storage_options: Mapping[str, Any] | N
     where = endpoint(url, storage_options)
     names = {c.__name__ for c in type(exc).__mro__}
     detail = f"{type(exc).__name__}: {_one_line(exc)}"
+    if "DeadlineExceeded" in names:
+        return RemoteAccessError(
+            f"{where} did not answer within the deadline of {exc.timeout:g} s reading {url} (the server is stalled "
+            f"or too slow); {_RAISE}"
+        )
     creds = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or storage_options key=/secret=; "
              "anon=True for a public bucket)")
     if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
@@ -232,13 +289,13 @@ class Probe:
             return None
 
 
-def probe(url: str, storage_options: Mapping[str, Any] | None = None) -> Probe:
+def probe(url: str, storage_options: Mapping[str, Any] | None = None, timeout: float | None = None) -> Probe:
     """What is at ``url``, listed afresh (an upload since the last listing is seen).
 
     StoreNotFoundError when there is no such object or prefix; a network or
-    credential failure as :func:`explain` says.
+    credential failure as :func:`explain` says; each request within ``timeout`` (:func:`deadline`).
     """
-    fs, path = filesystem(url, storage_options)
+    fs, path = filesystem(url, storage_options, timeout=timeout)
     try:
         fs.invalidate_cache(path)  # a listing cached earlier in this process may predate an upload
         info = fs.info(path)
@@ -255,9 +312,10 @@ def probe(url: str, storage_options: Mapping[str, Any] | None = None) -> Probe:
     return Probe(fs, path, url, names)
 
 
-def usage(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, int]:
+def usage(url: str, storage_options: Mapping[str, Any] | None = None, timeout: float | None = None
+          ) -> dict[str, int]:
     """``disk_usage`` of a remote store: bytes of its objects (``allocated`` = ``apparent``) and their count."""
-    fs, path = filesystem(url, storage_options)
+    fs, path = filesystem(url, storage_options, timeout=timeout)
     try:
         info = fs.info(path)
         sizes = (
@@ -277,7 +335,7 @@ def usage(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[st
 class RemoteStore:
     """Mixin for a backend's URL reader: ``class RemoteZarrStore(RemoteStore, ZarrStore)``.
 
-    Adds the ``storage_options`` option, keeps ``path`` a :class:`URL` across
+    Adds the ``storage_options`` and ``remote_timeout`` options, keeps ``path`` a :class:`URL` across
     pickling, and gives the backend its filesystem (``_remote_fs``, fetched
     again in a forked or unpickled child, whose event loop and connections are
     new) and error mapping (``_remote_call``). The backend overrides only the
@@ -290,16 +348,18 @@ class RemoteStore:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.option_defaults = {**cls.option_defaults, "storage_options": None}
+        cls.option_defaults = {**cls.option_defaults, "storage_options": None, "remote_timeout": None}
 
     def _check_options(self) -> None:
         opts = self.options["storage_options"]
         if opts is not None and not isinstance(opts, Mapping):
             raise UnsupportedError(f"storage_options must be a dict, got {type(opts).__name__}")
+        deadline(self.options["remote_timeout"])
         super()._check_options()  # type: ignore[misc]
 
     def _remote_fs(self, asynchronous: bool = False) -> tuple[Any, str]:
-        return filesystem(self.path, self.options["storage_options"], asynchronous=asynchronous)
+        return filesystem(self.path, self.options["storage_options"], asynchronous=asynchronous,
+                          timeout=self.options["remote_timeout"])
 
     def _remote_key(self, root: str, name: str) -> str:
         return f"{root.rstrip('/')}/{name}"

@@ -34,7 +34,8 @@ class RemoteShardedStore(RemoteStore, ShardedStore):
     def __init__(self, path: URL, mode: str, compression: str | None, level: int | None, options: dict,
                  backend: str | None = None):
         # The manifest (read first, to learn the shards' backend) needs the endpoint and credentials.
-        self.options = {"storage_options": options.get("storage_options")}
+        self.options = {"storage_options": options.get("storage_options"),
+                        "remote_timeout": options.get("remote_timeout")}
         super().__init__(path, mode, compression, level, options, backend=backend)
 
     def _read_manifest(self) -> dict[str, Any]:
@@ -52,7 +53,7 @@ class RemoteShardedStore(RemoteStore, ShardedStore):
 
     def _find_shard(self, path: URL, where: str) -> bool | None:
         try:
-            probe = transport.probe(path, self.options["storage_options"])
+            probe = transport.probe(path, self.options["storage_options"], self.options["remote_timeout"])
         except FileNotFoundError:
             return None
         return self._remote_call(f"shard {path.name}", lambda: self._inner_cls.detect_remote(probe))

@@ -452,22 +452,33 @@ class ShardedStore(Store):
             yield int(shard_of[pos[0]]), pos
 
     def _get_many(self, indices: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """One read per shard touched, each written into the output as it arrives (the output plus one
+        shard's part in memory, not every part and then a copy of them all)."""
         idx = np.asarray(indices, np.int64)
-        parts = [(pos, self._reader_shard(k).read_many(idx[pos] - self._starts[k])) for k, pos in self._groups(idx)]
-        if len(parts) == 1:
-            return parts[0][1]
-        first = parts[0][1]
-        if all(isinstance(p, np.ndarray) and p.shape[1:] == first.shape[1:] and p.dtype == first.dtype
-               for _, p in parts):
-            out = np.empty((len(idx), *first.shape[1:]), first.dtype)
-            for pos, part in parts:
+        groups = list(self._groups(idx))
+        if len(groups) == 1:
+            k, pos = groups[0]
+            return self._reader_shard(k).read_many(idx[pos] - self._starts[k])
+        out: np.ndarray | None = None
+        result: list[Any] | None = None
+        done: list[np.ndarray] = []  # positions already in ``out``
+        for k, pos in groups:
+            part = self._reader_shard(k).read_many(idx[pos] - self._starts[k])
+            if result is None and isinstance(part, np.ndarray) and (
+                    out is None or (part.shape[1:] == out.shape[1:] and part.dtype == out.dtype)):
+                if out is None:
+                    out = np.empty((len(idx), *part.shape[1:]), part.dtype)
                 out[pos] = part
-            return out
-        result: list[Any] = [None] * len(idx)
-        for pos, part in parts:
-            for p, image in zip(pos.tolist(), part):
-                result[p] = image
-        return stack_if_uniform(result)
+                done.append(pos)
+            else:
+                if result is None:  # shapes differ: a list, its first images views of ``out``
+                    result = [None] * len(idx)
+                    for p in (np.concatenate(done).tolist() if done else []):
+                        result[p] = out[p]
+                for p, image in zip(pos.tolist(), part):
+                    result[p] = image
+            del part
+        return out if result is None else stack_if_uniform(result)
 
     def _get_all(self) -> np.ndarray | list[np.ndarray]:
         out: np.ndarray | None = None

@@ -270,8 +270,8 @@ class LMDBStore(Store):
         if need > info["map_size"]:
             self._env.set_mapsize(max(need, 2 * info["map_size"]) if need < 2 * info["map_size"] else need)
 
-    def _txn(self, work) -> None:
-        """Run ``work(txn)`` in one write transaction, growing the map when it is full."""
+    def _txn(self, work, nbytes: int = 0) -> None:
+        """Run ``work(txn)`` in one write transaction (of about ``nbytes``), growing the map when it is full."""
         while True:
             try:
                 with self._env.begin(write=True) as txn:
@@ -281,7 +281,26 @@ class LMDBStore(Store):
                 size = self._env.info()["map_size"]
                 self._env.set_mapsize(size * 2)
             except lmdb.Error as exc:
-                raise ImgbenchError(f"writing to {self.path} failed: {exc}") from exc
+                raise self._write_failed(exc, nbytes) from None
+
+    def _write_failed(self, exc: BaseException, nbytes: int = 0) -> ImgbenchError:
+        """A failed LMDB write as one line. LMDB reports a full disk at commit as ``mdb_txn_commit:
+        Input/output error`` (its page writes lose the errno), so an I/O error with less free space than
+        the transaction needed is called what it is."""
+        text = str(exc)
+        full = "No space left on device" in text
+        if not full and "Input/output error" in text:
+            try:
+                vfs = os.statvfs(self.path.parent)
+                full = vfs.f_bavail * vfs.f_frsize < nbytes + (1 << 20)
+            except OSError:
+                pass
+        if full:
+            return ImgbenchError(
+                f"cannot write to {self.path}: no space left on device; nothing of this write was stored "
+                "(earlier commits are kept); free some space and write again"
+            )
+        return ImgbenchError(f"writing to {self.path} failed: {' '.join(text.split())}")
 
     def _update_uniform(self, images: np.ndarray | list[np.ndarray]) -> None:
         """Track whether every image so far shares one (shape, dtype): None = no images yet."""
@@ -329,7 +348,7 @@ class LMDBStore(Store):
                 self._put_column(txn, _checksums_key, checksums.astype("<u8"), start)
             txn.put(META_KEY, meta)
 
-        self._txn(work)
+        self._txn(work, sum(im.nbytes for im in images) if isinstance(images, list) else images.nbytes)
 
     @staticmethod
     def _put_column(txn: lmdb.Transaction, key, values: np.ndarray, start: int) -> None:
@@ -350,7 +369,10 @@ class LMDBStore(Store):
 
     def _flush(self, meta) -> None:
         self._txn(lambda txn: txn.put(META_KEY, self._meta_now(self._count)))
-        self._env.sync(True)
+        try:
+            self._env.sync(True)
+        except lmdb.Error as exc:
+            raise self._write_failed(exc) from None
 
     def _close_writer(self, commit: bool) -> None:
         if self._env is not None:

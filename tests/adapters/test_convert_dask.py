@@ -245,6 +245,27 @@ def test_sigkill_of_the_cli_mid_conversion_leaves_no_dataset(folder, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_worker_killed_while_the_local_cluster_starts_is_one_line(folder, tmp_path):
+    """Each worker process is SIGKILLed as it starts (a Dask preload): LocalCluster raised a 40-line
+    "RuntimeError: Nanny failed to start." traceback; now one line saying what happened and what to do."""
+    pytest.importorskip("distributed")
+    die = tmp_path / "die_on_start.py"
+    die.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    # (PYTHONWARNINGS: distributed warns when another test's cluster holds port 8787; not this test's concern)
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(die)]), "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run(
+        [sys.executable, "-m", "imgbench.cli", "convert", str(folder), str(tmp_path / "out"), "--backend", "zarr",
+         "--images-per-shard", "50", "--workers", "2", "-q"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert lines[0].startswith("imgbench: error: the local Dask cluster of 2 worker processes did not start")
+    assert "--workers" in lines[0]
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["die_on_start.py"]
+
+
 def test_parse_size():
     assert conv.parse_size("256M") == 256 << 20
     assert conv.parse_size("1.5 GiB") == 3 << 29

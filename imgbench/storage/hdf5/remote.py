@@ -14,53 +14,67 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import h5py
+from fsspec.caching import ReadAheadCache
 
-from imgbench.core.errors import CorruptStoreError, UnsupportedError
+from imgbench.core.errors import UnsupportedError
 
 #: default ``block_size`` option: bytes fsspec reads ahead per request
 BLOCK_SIZE = 2 << 20
 
 
 class _RemoteFile:
-    """The fsspec file h5py reads a remote store through, remembering why a read failed.
+    """The file object h5py reads a remote store through: ranged GETs behind fsspec's read-ahead cache.
 
-    h5py turns an exception raised in a file object's read into a generic HDF5
-    error; the reader raises the remembered failure instead (a network error
-    is not damage).
+    Every GET is the filesystem's ``cat_file`` (for ``s3://``, bounded by the
+    deadline of :mod:`imgbench.core.s3deadline`). h5py turns an exception raised
+    in a file object's read into a generic HDF5 error, so a failed read is
+    remembered and the reader raises it instead (a network error is not damage);
+    the read raises it too (as a RemoteAccessError), for the paths where h5py
+    passes the exception through, and for imgbench's own chunk reader (:meth:`pread`).
     """
 
-    def __init__(self, f: Any, error: Callable[[str, BaseException], BaseException]):
-        self.f, self.error, self.failure = f, error, None
+    def __init__(self, fs: Any, key: str, size: int, block_size: int,
+                 error: Callable[[str, BaseException], BaseException]):
+        self.error, self.failure, self.loc = error, None, 0
+        self.cache = ReadAheadCache(block_size, lambda start, end: fs.cat_file(key, start=start, end=end), size)
 
     def _do(self, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
         except Exception as exc:
             self.failure = self.error("the file", exc)
-            raise
+            raise self.failure from None
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self.f.seek(offset, whence)
+        base = {0: 0, 1: self.loc, 2: self.cache.size}[whence]
+        self.loc = base + offset
+        return self.loc
 
     def tell(self) -> int:
-        return self.f.tell()
+        return self.loc
 
     def read(self, size: int = -1) -> bytes:
-        return self._do(lambda: self.f.read(size))
+        end = self.cache.size if size is None or size < 0 else self.loc + size
+        data = self._do(lambda: self.cache._fetch(self.loc, end))
+        self.loc += len(data)
+        return data
 
     def readinto(self, buf: Any) -> int:
-        return self._do(lambda: self.f.readinto(buf))
+        view = memoryview(buf).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
     def pread(self, size: int, offset: int) -> bytes:
         """``size`` bytes at ``offset`` (under h5py's lock: h5py seeks this same object)."""
         from h5py._objects import phil
 
         with phil:
-            self.f.seek(offset)
+            self.loc = offset
             return self.read(size)
 
     def close(self) -> None:
-        self.f.close()
+        self.cache = None
 
 
 class RemoteHDF5Reading:
@@ -79,9 +93,11 @@ class RemoteHDF5Reading:
     @contextlib.contextmanager
     def _surfacing(self) -> Iterator[None]:
         """Raise the remote failure behind an HDF5 error rather than calling the file damaged."""
+        if self._fobj is not None:
+            self._fobj.failure = None  # one from an earlier call that recovered is not this call's
         try:
             yield
-        except CorruptStoreError:
+        except Exception:
             fobj = self._fobj
             failure = fobj.failure if fobj is not None else None
             if failure is None:
@@ -91,9 +107,8 @@ class RemoteHDF5Reading:
 
     def _h5open(self, target: Any, mode: str, source: Any = None) -> h5py.File:
         fs, root = self._remote_fs()
-        f = self._remote_call("the file", lambda: fs.open(root, "rb", block_size=self.options["block_size"],
-                                                          cache_type="readahead"))
-        self._fobj = _RemoteFile(f, self._remote_error)
+        size = self._remote_call("the file", lambda: fs.size(root))
+        self._fobj = _RemoteFile(fs, root, size, self.options["block_size"], self._remote_error)
         return super()._h5open(target, mode, source=self._fobj)
 
     def _open_reader(self) -> dict[str, Any]:

@@ -7,9 +7,12 @@ appending copies the file and swaps it in. Layout: docs/formats/hdf5.md.
 
 from __future__ import annotations
 
+import atexit
+import errno
 import json
 import os
 import resource
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from imgbench.core.images import DTYPE_CODES, dtype_from_code
 from imgbench.core.levels import check_level
 from imgbench.core.store import Store, stack_if_uniform
 from imgbench.core.transport import RemoteStore
+from imgbench.storage.hdf5 import unraisable
 from imgbench.storage.hdf5.chunk_table import ChunkTable
 from imgbench.storage.hdf5.guards import ChunkGuard, check_dataset, check_layout
 from imgbench.storage.hdf5.layout import (
@@ -73,6 +77,7 @@ class HDF5Store(Store):
         self._slab: tuple[Any, Any] | None = None  # (memory space, file space) reused by one-image reads
         self._kind: tuple[tuple[int, ...], np.dtype] | None = None
         self._guards: dict[str, ChunkGuard | None] = {}
+        self._held: dict[str, h5py.Dataset] = {}  # writers: datasets kept open between writes (see _hold)
 
     @classmethod
     def detect(cls, path: Path) -> bool:
@@ -102,7 +107,10 @@ class HDF5Store(Store):
         try:
             return h5py.File(target if source is None else source, mode, **kw)
         except OSError as exc:
-            text = str(exc)
+            text = " ".join(str(exc).split())
+            if mode != "r" and (exc.errno == errno.ENOSPC or "No space left on device" in text):
+                raise ImgbenchError(f"cannot write to {target}: no space left on device; free some space and "
+                                    "write again") from None
             if "unable to lock" in text.lower() or "locking" in text.lower():
                 why = (f"cannot open {target}: HDF5 file locking refused it ({text}); another program has it "
                        "open for writing, or the filesystem has no locks")
@@ -187,11 +195,13 @@ class HDF5Store(Store):
             f.close()
             raise
         self._file, self._target = f, target
+        _WRITERS.add(self)
         return meta
 
     def _create(self, target: Path) -> None:
         self._file, self._target = self._h5open(target, "w"), target
         self._layout = None
+        _WRITERS.add(self)
 
     # ------------------------------------------------------------ writing
     def _filter(self) -> dict[str, Any]:
@@ -301,11 +311,38 @@ class HDF5Store(Store):
                 "the store was left as it was"
             )
 
+    def _hold(self) -> None:
+        """Keep every dataset of the file being written open until the writer closes.
+
+        Closing a dataset's last handle writes out its chunk cache, and h5py does that in
+        ``__dealloc__``, where a failed write (the disk filled after :meth:`_reserve`'s
+        check) is printed as ``Exception ignored in: 'h5py._objects.ObjectID.__dealloc__'``
+        and otherwise lost. Held open, the cache is written inside a write or a flush,
+        whose error is raised (and the file's writes then go to /dev/null).
+        """
+        for name in self._file:
+            if name not in self._held and isinstance(self._file.get(name), h5py.Dataset):
+                self._held[name] = self._file[name]
+
+    def _write_failed(self, exc: BaseException) -> ImgbenchError:
+        """A failed HDF5 write as one line; a full disk says so (HDF5's message spans lines)."""
+        text = " ".join(str(exc).split())
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in text:
+            return ImgbenchError(
+                f"cannot write to {self.path}: no space left on device (the disk filled while writing); "
+                "the store was left as it was; free some space and write again"
+            )
+        return ImgbenchError(f"writing to {self.path} failed: {text}")
+
     def _write(self, images, labels, start, checksums=None) -> None:
         nbytes = images.nbytes if isinstance(images, np.ndarray) else sum(im.nbytes for im in images)
         try:
             self._reserve(nbytes * 1.1 + 16 * len(images) + (2 << 20))
-            self._write_h5(images, labels, checksums)
+            with unraisable.capture() as lost:
+                self._write_h5(images, labels, checksums)
+                self._hold()
+            if lost:
+                raise lost[0]
             if self.options["sync"]:
                 atomic.start_writeback(self._file.id.get_vfd_handle())
         except ImgbenchError:
@@ -313,7 +350,7 @@ class HDF5Store(Store):
             raise
         except H5_ERRORS as exc:
             self._discard_writes()
-            raise ImgbenchError(f"writing to {self.path} failed: {exc}") from exc
+            raise self._write_failed(exc) from None
 
     def _write_h5(self, images, labels, checksums) -> None:
         f = self._file
@@ -369,6 +406,7 @@ class HDF5Store(Store):
     def _to_ragged(self) -> None:
         """Rewrite the uniform store being written into a fresh file with the ragged layout."""
         old, target = self._file, self._target
+        self._held = {}
         fresh_path = atomic.temp_sibling(self.path)
         fresh = self._h5open(fresh_path, "w")
         try:
@@ -400,10 +438,13 @@ class HDF5Store(Store):
     def _flush(self, meta) -> None:
         try:
             self._reserve((4 << 20) + os.fstat(self._file.id.get_vfd_handle()).st_size // 100)
-            self._flush_h5(meta)
+            with unraisable.capture() as lost:
+                self._flush_h5(meta)
+            if lost:
+                raise lost[0]
         except H5_ERRORS as exc:
             self._discard_writes()
-            raise ImgbenchError(f"writing to {self.path} failed: {exc}") from exc
+            raise self._write_failed(exc) from None
 
     def _flush_h5(self, meta) -> None:
         f = self._file
@@ -421,6 +462,7 @@ class HDF5Store(Store):
             return
         if not commit:
             self._discard_writes()
+        self._held = {}
         try:
             self._file.close()
         finally:
@@ -603,3 +645,22 @@ class RemoteHDF5Store(RemoteHDF5Reading, RemoteStore, HDF5Store):
     object (:class:`imgbench.storage.hdf5.remote.RemoteHDF5Reading`)."""
 
     option_defaults = {**HDF5Store.option_defaults, "block_size": BLOCK_SIZE}
+
+
+#: writers with a file open in this process (their files are temporaries until they commit)
+_WRITERS: weakref.WeakSet[HDF5Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _discard_unfinished_writers() -> None:
+    """At exit, send the writes of every writer still open to /dev/null before h5py closes its objects.
+
+    A process that ends mid-write (a Dask worker shut down while its task was writing a
+    shard) never commits, yet h5py flushes the doomed temporary at interpreter exit; on a
+    full disk that printed ``Exception ignored in: 'h5py._objects.ObjectID.__dealloc__'``
+    once per object, or crashed. Registered after h5py's own exit hook, so it runs first.
+    """
+    for writer in list(_WRITERS):
+        if writer._file is not None:
+            writer._discard_writes()
+

@@ -53,6 +53,8 @@ from imgbench.storage.zarr.localstore import FileStore, Pins, read_regular
 from imgbench.storage.zarr.urlstore import RemoteZarrReading
 
 T = TypeVar("T")
+#: bytes of sorted rows a reader fetches at a time for an out-of-order read_many (then scattered into the output)
+SCATTER_BYTES = 4 << 20
 
 
 def _positive_int(value: Any, name: str) -> None:
@@ -538,18 +540,42 @@ class ZarrStore(Store):
         return out
 
     def _uniform_many(self, idx: np.ndarray) -> np.ndarray:
-        """Images at uniform positions ``idx``: sorted, fetched in one call, put back in order."""
+        """Images at uniform positions ``idx``: sorted, fetched in one call, put back in order.
+
+        Out of order (a permutation, repeats), the sorted rows are fetched in batches of about
+        :data:`SCATTER_BYTES` and each batch is written straight into the output, so the read
+        holds the output plus one batch instead of the output twice.
+        """
         uniq, inverse = np.unique(idx, return_inverse=True)
+        inverse = inverse.reshape(-1)
         lo, hi = int(uniq[0]), int(uniq[-1]) + 1
-        if hi - lo == len(uniq):
-            block = self._rows("images", lo, hi)
-        else:
-            self._check_rows("images", uniq)
-            arr = self._arrays["images"]
-            block = self._reading("images", lambda: arr.get_orthogonal_selection((uniq,)))
+        arr = self._arrays["images"]
         if len(uniq) == len(idx) and (idx[1:] > idx[:-1]).all():
-            return block
-        return np.take(block, inverse.reshape(-1), axis=0)
+            if hi - lo == len(uniq):
+                return self._rows("images", lo, hi)
+            self._check_rows("images", uniq)
+            return self._reading("images", lambda: arr.get_orthogonal_selection((uniq,)))
+        self._check_rows("images", uniq)  # every declared size, before the output is allocated
+        shape, dtype = self._uniform
+        out = np.empty((len(idx), *shape), dtype)
+        chunk = int(arr.chunks[0])
+        row_bytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        step = max(chunk, SCATTER_BYTES // row_bytes // chunk * chunk)  # whole chunks: none is decoded twice
+        order = np.argsort(inverse, kind="stable")  # output positions, grouped by the sorted row they take
+        taken = inverse[order]
+        a = 0
+        while a < len(uniq):
+            b = int(np.searchsorted(uniq, int(uniq[a]) // chunk * chunk + step))
+            # runs of rows with no whole chunk between them, each read as one basic slice (zarr's
+            # orthogonal selection holds many times its output while it decodes)
+            for run in np.split(np.arange(a, b), np.flatnonzero(np.diff(uniq[a:b]) > chunk) + 1):
+                lo, hi = int(uniq[run[0]]), int(uniq[run[-1]]) + 1
+                block = self._rows("images", lo, hi)
+                where = order[np.searchsorted(taken, run[0]):np.searchsorted(taken, run[-1] + 1)]
+                out[where] = block[uniq[inverse[where]] - lo]
+                del block
+            a = b
+        return out
 
     def _ragged_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Offsets, shapes and dtype ids of the ragged images, loaded and checked once per reader."""
