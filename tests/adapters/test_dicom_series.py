@@ -17,35 +17,20 @@ pydicom = pytest.importorskip("pydicom")
 import imgbench
 from imgbench.adapters import dicom_series
 from imgbench.adapters.convert import convert
+from tests.adapters.dicom_files import write_ct
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 OBLIQUE = (1.0, 0.0, 0.0, 0.0, 0.8, -0.6)  # normal (0, 0.6, 0.8)
 
 
 def write_slice(path, series, position, orientation=AXIAL, instance=None, value=0):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID = series
-    ds.Modality = "CT"
+    elements = {"SeriesInstanceUID": series}
     if position is not None:
-        ds.ImagePositionPatient = [float(v) for v in position]
-        ds.ImageOrientationPatient = [float(v) for v in orientation]
+        elements["ImagePositionPatient"] = [float(v) for v in position]
+        elements["ImageOrientationPatient"] = [float(v) for v in orientation]
     if instance is not None:
-        ds.InstanceNumber = instance
-    ds.Rows, ds.Columns = 4, 5
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = np.full((4, 5), value, np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+        elements["InstanceNumber"] = instance
+    write_ct(path, np.full((4, 5), value, np.uint16), **elements)
 
 
 def stored_values(path) -> list[int]:

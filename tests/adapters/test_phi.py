@@ -13,36 +13,17 @@ pydicom = pytest.importorskip("pydicom")
 
 import imgbench
 from imgbench.adapters.convert import convert
+from tests.adapters.dicom_files import write_ct
 
 MARKER = "ZZPHIMARKER7431"
 
 
 def phi_file(path: Path, k: int) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.PatientName = f"{MARKER}^NAME"
-    ds.PatientID = f"{MARKER}-ID"
-    ds.PatientBirthDate = "19010101"
-    ds.InstitutionName = f"{MARKER} HOSPITAL"
-    ds.ReferringPhysicianName = f"{MARKER}^DOCTOR"
-    ds.AccessionNumber = MARKER[:16]
-    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.1"
-    ds.ImagePositionPatient = [0.0, 0.0, float(k)]
-    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ds.Modality = "CT"
-    ds.Rows, ds.Columns = 6, 7
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (np.arange(42, dtype=np.uint16).reshape(6, 7) + k).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    write_ct(path, np.arange(42, dtype=np.uint16).reshape(6, 7) + k, bits_stored=12,
+             PatientName=f"{MARKER}^NAME", PatientID=f"{MARKER}-ID", PatientBirthDate="19010101",
+             InstitutionName=f"{MARKER} HOSPITAL", ReferringPhysicianName=f"{MARKER}^DOCTOR",
+             AccessionNumber=MARKER[:16], SeriesInstanceUID="1.2.826.0.1.3680043.8.498.1",
+             ImagePositionPatient=[0.0, 0.0, float(k)], ImageOrientationPatient=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 
 
 @pytest.mark.parametrize("sharded", [False, True], ids=["plain", "sharded"])
