@@ -22,6 +22,7 @@ class ReadCold(helpers.StoreGrid):
     rounds = 1
 
     def setup(self, paths, backend, count, shape, compression):
+        helpers.fast_grid((shape, count), helpers.FAST_COLD_CELLS)
         path = self._path(paths, backend, count, shape, compression)
         helpers.evict(path)
         self.store = imgbench.open(path)
