@@ -330,7 +330,20 @@ def test_ab_judges_a_backend_the_base_lacks_against_the_baseline(
     slow = variant(recorded, lambda info: 3.0 if info["backend"] == "lmdb" else 1.0)
     base = write_runs(tmp_path, "base", no_lmdb)
     assert gate.main(["ab", "--base", *base, "--head", *write_runs(tmp_path, "ok", recorded),
+                      "--context", *write_runs(tmp_path, "ctx", slow),
                       "--baseline", str(baseline)]) == gate.EXIT_PASS
     assert gate.main(["ab", "--base", *base, "--head", *write_runs(tmp_path, "slow", slow),
                       "--baseline", str(baseline)]) == gate.EXIT_FAIL
     assert "against the committed baseline" in capsys.readouterr().out
+
+
+def test_ab_judges_only_the_rerun_benchmarks(recorded: dict[str, Any], baseline: Path, tmp_path: Path, capsys) -> None:
+    """The job's first full run is context: it may lower a head ratio but adds nothing to judge."""
+    flagged = copy.deepcopy(recorded)
+    flagged["benchmarks"] = [b for b in flagged["benchmarks"] if b["extra_info"]["backend"] in ("lmdb", "raw")
+                             and b["extra_info"]["op"] == "read_all"]
+    assert gate.main(["ab", "--base", *write_runs(tmp_path, "b", flagged), "--head", *write_runs(tmp_path, "h", flagged),
+                      "--context", *write_runs(tmp_path, "c", recorded), "--baseline", str(baseline),
+                      "--base-label", "abc123"]) == gate.EXIT_PASS
+    out = capsys.readouterr().out
+    assert "abc123" in out and "hdf5" not in out and "not in the base runs" not in out

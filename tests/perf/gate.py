@@ -275,7 +275,7 @@ def write_rerun(path: Path, regressed: Sequence[Verdict], measured: dict[str, Ra
 
 
 def ab(base_paths: Sequence[Path], head_paths: Sequence[Path], baseline_path: Path,
-       threshold: float) -> tuple[int, str]:
+       threshold: float, context: Sequence[Path] = (), base_label: str | None = None) -> tuple[int, str]:
     """Judge the code under test against the baseline commit's code, both measured in this job.
 
     Per benchmark, the best ratio (to the reference of the same run) over the head runs
@@ -286,11 +286,15 @@ def ab(base_paths: Sequence[Path], head_paths: Sequence[Path], baseline_path: Pa
     baseline = load_json(baseline_path)
     stat = baseline.get("stat", DEFAULT_STAT)
     base = best_of(ratios(load_json(p), stat) for p in base_paths)
-    head = best_of(ratios(load_json(p), stat) for p in head_paths)
+    head_runs = [ratios(load_json(p), stat) for p in head_paths]
+    judged = set().union(*head_runs)
+    head = {k: r for k, r in best_of([*head_runs, *(ratios(load_json(p), stat) for p in context)]).items()
+            if k in judged}
     if not head:
         raise GateError("the head runs hold no gate-labelled benchmarks")
+    label = base_label or str(baseline.get("commit", {}).get("id", "?"))
     lines = [
-        f"perf gate A/B: this code against the baseline's commit ({baseline.get('commit', {}).get('id', '?')}), "
+        f"perf gate A/B: this code against the baseline's commit ({label}), "
         f"measured alternately in this job; best {stat} ratio to {REFERENCE} per side; fail above {threshold:g}x",
         f"  {'verdict':<9} {'benchmark':<32} {'base':>9} {'head':>9} {'change':>7}",
     ]
@@ -375,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a.add_argument("--head", nargs="+", type=Path, required=True)
     a.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
     a.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    a.add_argument("--context", nargs="*", type=Path, default=[], help="runs that join the head's best only")
+    a.add_argument("--base-label", help="how to name the base in the report (its commit)")
     b = sub.add_parser("baseline", help="write a baseline from pytest-benchmark JSON run(s)")
     b.add_argument("runs", nargs="+", type=Path)
     b.add_argument("-o", "--output", type=Path, default=DEFAULT_BASELINE)
@@ -389,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.threshold <= 1:
             raise GateError("--threshold must be above 1")
         if args.command == "ab":
-            status, text = ab(args.base, args.head, args.baseline, args.threshold)
+            status, text = ab(args.base, args.head, args.baseline, args.threshold, args.context, args.base_label)
         else:
             status, text = check(args.runs, args.baseline, args.threshold, args.rerun_file)
     except GateError as exc:
