@@ -14,7 +14,7 @@ COUNTS = [40] if helpers.SMOKE else [10_000, 100_000]
 SLOW_FROM = 100_000  # counts >= this are skipped under ASV_SKIP_SLOW=1
 WORKERS = [1, 2]
 #: timed parallel reads per track_ call (each call is one asv sample; the median is returned)
-REPEAT = 1 if helpers.SMOKE else 5
+REPEAT = 1 if helpers.SMOKE else (5 if helpers.FULL else 3)
 
 
 def _check(backend, count):
