@@ -18,7 +18,7 @@ class ReadCold(helpers.StoreGrid):
     params = [helpers.BACKEND_AXIS, helpers.COLD_COUNTS, helpers.SHAPE_NAMES, helpers.COMPRESSIONS]
     number = 1
     warmup_time = 0
-    repeat = (3, 5, 10.0)
+    repeat = helpers.repeat((3, 5, 10.0))
     rounds = 1
 
     def setup(self, paths, backend, count, shape, compression):

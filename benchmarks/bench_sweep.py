@@ -38,7 +38,7 @@ class CountSweep:
     param_names = ["backend", "count"]
     number = 1
     warmup_time = 0
-    repeat = (2, 5, 10.0)
+    repeat = helpers.repeat((2, 5, 10.0))
     rounds = 1
     timeout = 1200
 
@@ -93,7 +93,7 @@ class SweepWrite(CountSweep):
 class SweepRead(CountSweep):
     """Read all N images, warm page cache."""
 
-    repeat = (3, 10, 10.0)
+    repeat = helpers.repeat((3, 10, 10.0))
 
     def setup(self, paths, backend, count):
         CountSweep.setup(self, paths, backend, count)

@@ -22,7 +22,7 @@ class WriteImages:
     param_names = PARAM_NAMES
     number = 1
     warmup_time = 0
-    repeat = (2, 5, 10.0)
+    repeat = helpers.repeat((2, 5, 10.0))
     rounds = 1
     timeout = 900
 
@@ -57,7 +57,7 @@ class AppendImages:
     param_names = PARAM_NAMES
     number = 1
     warmup_time = 0
-    repeat = (2, 5, 10.0)
+    repeat = helpers.repeat((2, 5, 10.0))
     rounds = 1
 
     def setup(self, backend, count, shape, compression):

@@ -90,6 +90,14 @@ FAST_SWEEP_COUNTS = {10, 1000}
 FAST_PARALLEL_COUNTS = {10_000}
 
 
+def repeat(full: tuple) -> tuple:
+    """asv's ``repeat`` (min samples, max samples, max seconds): as given in the full grid, at most
+    (2, 5, 2 s) per cell in the fast grid (more cells would not fit in its time budget)."""
+    if FULL:
+        return full
+    return (min(full[0], 2), min(full[1], 5), min(full[2], 2.0))
+
+
 def fast_grid(cell, allowed) -> None:
     """Raise NotImplementedError (asv: n/a) for a cell outside the fast grid, unless the full grid runs."""
     if not FULL and not SMOKE and cell not in allowed:
