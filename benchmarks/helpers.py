@@ -83,6 +83,8 @@ SLOW = {("512x512", 1000)}
 # compressions per backend) joins through compressions_for(); give it a fast subset here.
 #: (shape, count) cells of the main grid (write, warm read, size) in the fast grid
 FAST_CELLS = {("32x32x3", 100), ("32x32x3", 10000), ("512x512", 100)}
+#: (shape, count) cells of the write's peak memory (bench_write.WriteMemory) in the fast grid
+FAST_MEMORY_CELLS = {("32x32x3", 10000)}
 #: (shape, count) cells of the cold-read grid in the fast grid
 FAST_COLD_CELLS = {("32x32x3", 10000)}
 #: sweep counts in the fast grid (bench_sweep), parallel-read counts (bench_parallel_read)
@@ -90,12 +92,12 @@ FAST_SWEEP_COUNTS = {10, 1000}
 FAST_PARALLEL_COUNTS = {10_000}
 
 
-def repeat(full: tuple) -> tuple:
+def repeat(full: tuple, fast: tuple = (2, 5, 2.0)) -> tuple:
     """asv's ``repeat`` (min samples, max samples, max seconds): as given in the full grid, at most
-    (2, 5, 2 s) per cell in the fast grid (more cells would not fit in its time budget)."""
+    ``fast`` per cell in the fast grid (more cells would not fit in its time budget)."""
     if FULL:
         return full
-    return (min(full[0], 2), min(full[1], 5), min(full[2], 2.0))
+    return tuple(min(a, b) for a, b in zip(full, fast))
 
 
 def fast_grid(cell, allowed) -> None:
