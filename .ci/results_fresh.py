@@ -65,13 +65,18 @@ def shallow() -> bool:
     return git("rev-parse", "--is-shallow-repository", check=False) == "true"
 
 
+def in_history(commit: str) -> bool:
+    """The commit is here and an ancestor of HEAD (not rebased away, not beyond a shallow boundary)."""
+    return present(commit) and subprocess.run(
+        ["git", "merge-base", "--is-ancestor", commit, "HEAD"], capture_output=True
+    ).returncode == 0
+
+
 def behind_by_graph(commits: dict[str, int]) -> int | None:
     """Fewest first-parent commits of HEAD not containing a result's commit; None if none is here."""
     counts = []
     for commit in commits:
-        if present(commit) and subprocess.run(
-            ["git", "merge-base", "--is-ancestor", commit, "HEAD"], capture_output=True
-        ).returncode == 0:
+        if in_history(commit):
             counts.append(int(git("rev-list", "--first-parent", "--count", "HEAD", f"^{commit}")))
     return min(counts) if counts else None
 
@@ -99,9 +104,15 @@ def staleness(results: Path, max_behind: int) -> tuple[int, str]:
         if not shallow():
             break
     how = "first-parent commits"
+    absent = [c for c in commits if not in_history(c)]
+    if absent:  # rebased away, or beyond a shallow boundary: count by the newest such result's date
+        by_date = behind_by_date(max(commits[c] for c in absent), max_behind) if behind is None or behind > max_behind \
+            else None
+        if by_date is not None and (behind is None or by_date < behind):
+            behind = by_date
+            how = "first-parent commits authored after the newest result (its commit is not in this history)"
     if behind is None:
-        behind = behind_by_date(max(commits.values()), max_behind)
-        how = "first-parent commits authored after the newest result (its commit is not in this history)"
+        behind = max_behind + 1
     return behind, how
 
 

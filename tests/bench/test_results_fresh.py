@@ -143,3 +143,18 @@ def test_this_repository_passes_and_fails_once_its_results_are_sixteen_commits_o
         git(clone, "commit", "-q", "--allow-empty", "-m", f"later {k}")
     proc = check(clone)
     assert proc.returncode == 1 and "16 first-parent commits behind HEAD" in proc.stdout, proc.stdout
+
+
+def test_results_of_a_rebased_commit_count_by_date(repo: Repo) -> None:
+    """After `git rebase` the measured commit is no longer in HEAD's history (though still in the
+    object store): the count falls back to commits authored after it, not to an older result."""
+    old = git(repo.path, "rev-parse", "HEAD")
+    repo.result_for(old)
+    repo.commits(20)
+    repo.commit("results")
+    measured = repo.commit("feature")
+    repo.result_for(measured)
+    git(repo.path, "commit", "-q", "--amend", "--allow-empty", "-m", "feature, reworded")  # the measured hash leaves history
+    repo.commit("results")
+    proc = check(repo.path)
+    assert proc.returncode == 0 and "authored after the newest result" in proc.stdout, proc.stdout
