@@ -14,7 +14,7 @@ COUNTS = [40] if helpers.SMOKE else [10_000, 100_000]
 SLOW_FROM = 100_000  # counts >= this are skipped under ASV_SKIP_SLOW=1
 WORKERS = [1, 2]
 #: timed parallel reads per track_ call (each call is one asv sample; the median is returned)
-REPEAT = 1 if helpers.SMOKE else 5
+REPEAT = 1 if helpers.SMOKE else (5 if helpers.FULL else 3)
 
 
 def _check(backend, count):
@@ -24,6 +24,7 @@ def _check(backend, count):
         raise NotImplementedError(f"backend {backend!r} does not exist in this commit")
     if helpers.SKIP_SLOW and count >= SLOW_FROM:
         raise NotImplementedError("slow case skipped (ASV_SKIP_SLOW=1)")
+    helpers.fast_grid(count, helpers.FAST_PARALLEL_COUNTS)
 
 
 class ParallelRead:
@@ -55,7 +56,9 @@ class ParallelRead:
         os.makedirs(root, exist_ok=True)
         paths = {}
         for count in COUNTS:
-            if helpers.SKIP_SLOW and count >= SLOW_FROM:
+            try:
+                _check(helpers.BACKENDS[0], count)
+            except NotImplementedError:
                 continue
             data = helpers.images(SHAPE, count)
             for backend in helpers.BACKENDS:

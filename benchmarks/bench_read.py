@@ -16,7 +16,7 @@ class ReadWarm(helpers.StoreGrid):
 
     number = 0
     warmup_time = 0
-    repeat = (3, 10, 5.0)
+    repeat = helpers.repeat((3, 10, 5.0))
     rounds = 1
 
     def setup(self, paths, backend, count, shape, compression):

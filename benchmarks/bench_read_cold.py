@@ -18,10 +18,11 @@ class ReadCold(helpers.StoreGrid):
     params = [helpers.BACKEND_AXIS, helpers.COLD_COUNTS, helpers.SHAPE_NAMES, helpers.COMPRESSIONS]
     number = 1
     warmup_time = 0
-    repeat = (3, 5, 10.0)
+    repeat = helpers.repeat((3, 5, 10.0))
     rounds = 1
 
     def setup(self, paths, backend, count, shape, compression):
+        helpers.fast_grid((shape, count), helpers.FAST_COLD_CELLS)
         path = self._path(paths, backend, count, shape, compression)
         helpers.evict(path)
         self.store = imgbench.open(path)

@@ -16,6 +16,7 @@ def _check(backend, count):
         raise NotImplementedError(f"backend {backend!r} does not exist in this commit")
     if helpers.SKIP_SLOW and count >= SLOW_FROM:
         raise NotImplementedError("slow case skipped (ASV_SKIP_SLOW=1)")
+    helpers.fast_grid(count, helpers.FAST_SWEEP_COUNTS)
 
 
 def _default(backend):
@@ -37,7 +38,7 @@ class CountSweep:
     param_names = ["backend", "count"]
     number = 1
     warmup_time = 0
-    repeat = (2, 5, 10.0)
+    repeat = helpers.repeat((2, 5, 10.0))
     rounds = 1
     timeout = 1200
 
@@ -46,7 +47,9 @@ class CountSweep:
         os.makedirs(root, exist_ok=True)
         paths = {}
         for count in COUNTS:
-            if helpers.SKIP_SLOW and count >= SLOW_FROM:
+            try:
+                _check(helpers.BACKENDS[0], count)
+            except NotImplementedError:
                 continue
             data = helpers.images(SHAPE, count)
             for backend in helpers.BACKENDS:
@@ -90,7 +93,7 @@ class SweepWrite(CountSweep):
 class SweepRead(CountSweep):
     """Read all N images, warm page cache."""
 
-    repeat = (3, 10, 10.0)
+    repeat = helpers.repeat((3, 10, 10.0))
 
     def setup(self, paths, backend, count):
         CountSweep.setup(self, paths, backend, count)

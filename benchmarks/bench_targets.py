@@ -8,7 +8,7 @@ The ``time_`` benchmarks time the references themselves (and the ``store[i]``
 loop), so a moved ratio can be traced to the numerator or the denominator.
 
 Sizes: 10,000 CIFAR-shaped images (the reference set of docs/design.md) and a
-100,000-image store for random reads (20,000 under ``ASV_SKIP_SLOW=1``; tiny
+100,000-image store for random reads in the full grid (20,000 in the fast grid and under ``ASV_SKIP_SLOW=1``; tiny
 under ``IMGBENCH_ASV_SMOKE=1``). Commits without :mod:`imgbench.measure.targets` show n/a.
 """
 
@@ -31,12 +31,13 @@ except ImportError:
 
 SHAPE = "32x32x3"
 COUNT = 50 if helpers.SMOKE else 10_000
-RANDOM_STORE = 500 if helpers.SMOKE else (20_000 if helpers.SKIP_SLOW else 100_000)
+#: the 100,000-image random-read store only in the full grid (IMGBENCH_ASV_FULL=1 without ASV_SKIP_SLOW)
+RANDOM_STORE = 500 if helpers.SMOKE else (100_000 if helpers.FULL and not helpers.SKIP_SLOW else 20_000)
 RANDOM_READS = 100 if helpers.SMOKE else 1_000
 #: interleaved repeats inside one track_ call (each call is one asv sample)
-REPEAT = 1 if helpers.SMOKE else 5
+REPEAT = 1 if helpers.SMOKE else (5 if helpers.FULL else 3)
 #: the Pillow loop over 10,000 PNGs takes ~1.5 s a side here: fewer repeats
-REPEAT_PNG = 1 if helpers.SMOKE else 3
+REPEAT_PNG = 1 if helpers.SMOKE else (3 if helpers.FULL else 2)
 
 
 class _TargetStores:
@@ -144,7 +145,7 @@ class TargetReferences(_TargetStores):
 
     number = 0
     warmup_time = 0
-    repeat = (3, 10, 5.0)
+    repeat = helpers.repeat((3, 10, 5.0))
     rounds = 1
 
     def setup(self, paths):
@@ -168,7 +169,7 @@ class TargetReferences(_TargetStores):
     def time_pillow_loop_read_all(self, paths):
         targets.read_pillow(self.files, self.out)
 
-    time_pillow_loop_read_all.repeat = (2, 5, 10.0)
+    time_pillow_loop_read_all.repeat = helpers.repeat((2, 5, 10.0))
     time_pillow_loop_read_all.number = 1
 
     def time_raw_npy_random_loop(self, paths):
@@ -186,7 +187,7 @@ class TargetWriteReference:
 
     number = 1
     warmup_time = 0
-    repeat = (2, 5, 10.0)
+    repeat = helpers.repeat((2, 5, 10.0))
     rounds = 1
 
     def setup(self):

@@ -8,7 +8,7 @@ from . import helpers
 from .helpers import PARAM_NAMES, PARAMS
 
 
-class WriteImages:
+class _Write:
     """Open a new store (mode ``"w"``), ``extend`` with N in-memory images, close (publish).
 
     Isolated: image generation (cached .npy, loaded in ``setup``), the temporary
@@ -22,7 +22,8 @@ class WriteImages:
     param_names = PARAM_NAMES
     number = 1
     warmup_time = 0
-    repeat = (2, 5, 10.0)
+    #: a write of 10,000 PNGs takes ~5 s here: one sample in the fast grid when it is that slow
+    repeat = helpers.repeat((2, 5, 10.0), fast=(1, 3, 2.0))
     rounds = 1
     timeout = 900
 
@@ -36,8 +37,25 @@ class WriteImages:
     def teardown(self, backend, count, shape, compression):
         helpers.remove(getattr(self, "tmp", None))
 
+
+
+class WriteImages(_Write):
+    """Time of the write (see :class:`_Write` for what is isolated)."""
+
     def time_write(self, backend, count, shape, compression):
         helpers.write(self.path, backend, compression, self.images)
+
+
+class WriteMemory(_Write):
+    """Peak memory of the write of :class:`WriteImages` (one call per cell, a full write each).
+
+    In the fast grid only CIFAR 10,000 images (``helpers.FAST_MEMORY_CELLS``): peak memory
+    grows with the images held, and a write per cell of the whole grid would cost a minute.
+    """
+
+    def setup(self, backend, count, shape, compression):
+        helpers.fast_grid((shape, count), helpers.FAST_MEMORY_CELLS)
+        _Write.setup(self, backend, count, shape, compression)
 
     def peakmem_write(self, backend, count, shape, compression):
         helpers.write(self.path, backend, compression, self.images)
@@ -49,7 +67,7 @@ class WriteImages:
 class AppendImages:
     """``append`` one image at a time (the per-image path) into a fresh store; CIFAR shape.
 
-    Isolated as in :class:`WriteImages`. Shows the per-call overhead that
+    Isolated as in :class:`_Write`. Shows the per-call overhead that
     ``extend`` avoids.
     """
 
@@ -57,7 +75,7 @@ class AppendImages:
     param_names = PARAM_NAMES
     number = 1
     warmup_time = 0
-    repeat = (2, 5, 10.0)
+    repeat = helpers.repeat((2, 5, 10.0))
     rounds = 1
 
     def setup(self, backend, count, shape, compression):

@@ -48,6 +48,10 @@ SKIP_SLOW = os.environ.get("ASV_SKIP_SLOW", "") not in ("", "0")
 #: IMGBENCH_ASV_SMOKE=1 shrinks every grid to its smallest counts (CI smoke runs;
 #: never use it for results you save).
 SMOKE = os.environ.get("IMGBENCH_ASV_SMOKE", "") not in ("", "0")
+#: IMGBENCH_ASV_FULL=1 runs the full grid (~15 min a commit on 2 cores). Without it the suite runs
+#: the fast grid below (about 5 min a commit), the one every submission records. Both modes have
+#: the same parameter axes, so their results share graphs; a cell outside the fast grid shows n/a.
+FULL = os.environ.get("IMGBENCH_ASV_FULL", "") not in ("", "0")
 
 
 #: whether glibc took the allocator setting (see the module docstring)
@@ -72,6 +76,34 @@ SWEEP_COUNTS = [10, 20] if SMOKE else [10, 100, 1000, 10000, 100000]
 MAX_COUNT = {"32x32x3": 10000, "512x512": 1000}
 #: (shape, count) pairs skipped under ASV_SKIP_SLOW=1
 SLOW = {("512x512", 1000)}
+
+# The fast grid, written out (as scikit-image trims its suite): every backend at both of its
+# compressions and both shapes, CIFAR counts 100 and 10,000 (100x apart), CT at 100 images.
+# The full grid adds CIFAR 1,000, CT 1,000 and the larger sweeps. A codec axis (more
+# compressions per backend) joins through compressions_for(); give it a fast subset here.
+#: (shape, count) cells of the main grid (write, warm read, size) in the fast grid
+FAST_CELLS = {("32x32x3", 100), ("32x32x3", 10000), ("512x512", 100)}
+#: (shape, count) cells of the write's peak memory (bench_write.WriteMemory) in the fast grid
+FAST_MEMORY_CELLS = {("32x32x3", 10000)}
+#: (shape, count) cells of the cold-read grid in the fast grid
+FAST_COLD_CELLS = {("32x32x3", 10000)}
+#: sweep counts in the fast grid (bench_sweep), parallel-read counts (bench_parallel_read)
+FAST_SWEEP_COUNTS = {10, 1000}
+FAST_PARALLEL_COUNTS = {10_000}
+
+
+def repeat(full: tuple, fast: tuple = (2, 5, 2.0)) -> tuple:
+    """asv's ``repeat`` (min samples, max samples, max seconds): as given in the full grid, at most
+    ``fast`` per cell in the fast grid (more cells would not fit in its time budget)."""
+    if FULL:
+        return full
+    return tuple(min(a, b) for a, b in zip(full, fast))
+
+
+def fast_grid(cell, allowed) -> None:
+    """Raise NotImplementedError (asv: n/a) for a cell outside the fast grid, unless the full grid runs."""
+    if not FULL and not SMOKE and cell not in allowed:
+        raise NotImplementedError(f"{cell} is not in the fast grid (IMGBENCH_ASV_FULL=1 runs it)")
 
 #: preferred lossless compressor to pair with each backend's default
 _PREFERRED_LOSSLESS = ("zstd", "png", "gzip", "lzf")
@@ -132,6 +164,7 @@ def check(backend: str, count: int, shape: str, compression: str) -> None:
         raise NotImplementedError(f"{shape} stops at {MAX_COUNT[shape]} images")
     if SKIP_SLOW and (shape, count) in SLOW:
         raise NotImplementedError("slow case skipped (ASV_SKIP_SLOW=1)")
+    fast_grid((shape, count), FAST_CELLS)
 
 
 def grid():

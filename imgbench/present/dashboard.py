@@ -167,15 +167,14 @@ def build(
     conf["results_dir"] = str(results_dir)
     conf["html_dir"] = str(out)
     with tempfile.TemporaryDirectory(prefix="imgbench-dashboard-") as tmp:
-        if standalone:
-            conf["repo"] = str(results_dir)
-            conf["env_dir"] = str(Path(tmp) / "env")
-            conf["benchmark_dir"] = str(Path(tmp) / "benchmarks")
-            asv = [sys.executable, "-m", "imgbench.present.asv_results_only"]
-        else:
-            conf["repo"] = str((root / conf.get("repo", ".")).resolve())
-            conf["env_dir"] = str((root / conf.get("env_dir", ".asv/env")).resolve())
-            asv = [sys.executable, "-m", "asv"]
+        # Always from the results alone (their commits and dates), in a checkout too: asv's git
+        # repository puts on the "main" graphs only main's first-parent commits, and branches
+        # merged with --no-ff carry their results on commits off that line (issue 16).
+        conf["dvcs"] = _STANDALONE_CONF["dvcs"]
+        conf["repo"] = str(results_dir)
+        conf["env_dir"] = str(Path(tmp) / "env")
+        conf["benchmark_dir"] = str(Path(tmp) / "benchmarks")
+        asv = [sys.executable, "-m", "imgbench.present.asv_results_only"]
         tmp_conf = Path(tmp) / "asv.conf.json"
         tmp_conf.write_text(json.dumps(conf))
         cmd = [*asv, "publish", "--no-pull", "--config", str(tmp_conf)]

@@ -105,3 +105,55 @@ def test_grid_axes():
         supported = registry.get(backend).compressions
         assert chosen[0] == supported[0] and len(chosen) == min(2, len(supported)) and set(chosen) <= set(supported)
     assert {"32x32x3", "512x512"} <= set(helpers.SHAPE_NAMES)
+
+
+def _grid_in_subprocess(full: bool) -> dict:
+    """The main grid's cells and a few checks, as the suite sees them with or without IMGBENCH_ASV_FULL."""
+    code = (
+        "import json; from benchmarks import helpers, bench_sweep, bench_parallel_read, bench_targets\n"
+        "def na(f, *a):\n"
+        "    try: f(*a); return False\n"
+        "    except NotImplementedError: return True\n"
+        "print(json.dumps({'cells': sorted(helpers.grid()), 'full': helpers.FULL,\n"
+        "  'ct1000_na': na(helpers.check, 'lmdb', 1000, '512x512', 'none'),\n"
+        "  'sweep_100000_na': na(bench_sweep._check, 'lmdb', 100000),\n"
+        "  'parallel_100000_na': na(bench_parallel_read._check, 'lmdb', 100000),\n"
+        "  'random_store': bench_targets.RANDOM_STORE}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("IMGBENCH_ASV_FULL", "ASV_SKIP_SLOW", "IMGBENCH_ASV_SMOKE")}
+    if full:
+        env["IMGBENCH_ASV_FULL"] = "1"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_fast_grid_covers_every_backend_both_shapes_and_counts_100x_apart():
+    """Issue 16: the default grid is the fast one; every backend at its default and one compressed
+    setting, both shapes, counts 100x apart; the full grid's extra cells are n/a (NotImplementedError)."""
+    import imgbench
+    from imgbench.storage import registry
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import helpers
+    finally:
+        sys.path.remove(str(ROOT))
+    fast = _grid_in_subprocess(full=False)
+    assert not fast["full"]
+    cells = {tuple(c) for c in fast["cells"]}
+    for backend in imgbench.backends():
+        chosen = helpers.COMPRESSION_BY_BACKEND[backend]
+        assert len(chosen) == min(2, len(registry.get(backend).compressions))  # npy stores raw only
+        for compression in chosen:
+            assert {(s, n) for b, n, s, c in cells if (b, c) == (backend, compression)} == helpers.FAST_CELLS
+    assert {s for s, _ in helpers.FAST_CELLS} == {"32x32x3", "512x512"}
+    counts = {n for _, n in helpers.FAST_CELLS}
+    assert max(counts) / min(counts) >= 100
+    assert fast["ct1000_na"] and fast["sweep_100000_na"] and fast["parallel_100000_na"]
+    assert fast["random_store"] == 20_000
+
+    full = _grid_in_subprocess(full=True)
+    assert full["full"] and not full["ct1000_na"] and not full["sweep_100000_na"]
+    assert full["random_store"] == 100_000
+    assert {tuple(c) for c in full["cells"]} > cells

@@ -14,15 +14,29 @@ Usage (stdlib only, so it runs without the package installed)::
     python tests/perf/gate.py check RUN.json [RERUN.json ...] [--baseline B] [--threshold 2.0]
     python tests/perf/gate.py baseline RUN.json [RUN.json ...] [-o tests/perf/baseline.json]
 
+    python tests/perf/gate.py ab --base B.json [B.json ...] --head H.json [H.json ...] [--baseline B]
+
 ``check`` with several runs keeps, per benchmark, the lowest ratio: a real
-regression is slow in every run, a noise spike rarely twice (``.ci/perf`` re-runs
-only the regressed benchmarks to confirm). ``baseline`` takes the median ratio
-over its runs. Exit status: 0 pass, 1 regression or missing benchmark, 2 bad input.
+regression is slow in every run, a noise spike rarely twice. ``baseline`` takes
+the median ratio over its runs. ``ab`` is the confirmation ``.ci/perf`` runs when
+``check`` flags something: the flagged benchmarks measured on this machine, in
+this job, alternately with the code of the baseline's commit (``--base``) and with
+the code under test (``--head``); it fails only if the code under test is slower
+than the baseline's own code by more than the threshold. That removes what a
+committed baseline cannot know: how this machine differs from the one that
+recorded it (the CT write ratios differ 2.2-2.4x between machines of one kind).
+Exit status: 0 pass, 1 regression or missing benchmark, 2 bad input.
+
+Tracked, not gated: :data:`TRACKED` benchmarks (writes of the CT-shaped images:
+bound by memory bandwidth and page-cache allocation, which vary between machines
+of one kind more than the 2x threshold) are reported with their ratio and change
+but never fail the gate; the asv suite keeps their history.
 
 Verdicts per benchmark: ``ok``; ``REGRESSED`` (ratio grew more than the
 threshold: fail); ``MISSING`` (in the baseline, not in the run: fail, since a
 gate that silently stops measuring something is no gate; regenerate the
-baseline if it was removed on purpose); ``new`` (in the run, not in the
+baseline if it was removed on purpose); ``tracked`` (a :data:`TRACKED` benchmark: reported, never fails);
+``new`` (in the run, not in the
 baseline: warn and pass, so adding a backend does not break CI, but the gate
 says it is not yet gated); ``faster`` (ratio fell below 1/threshold: pass, with
 a hint to regenerate the baseline so the gate stays tight).
@@ -32,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import fnmatch
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -46,6 +61,16 @@ DEFAULT_STAT = "min"
 REGENERATE = "bash .ci/perf --update-baseline"
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+#: Benchmarks reported but never failed (fnmatch patterns over ``op/dataset/backend``): the
+#: CT-shaped writes, whose ratio moved 2.2-2.4x between machines of one kind with unchanged code
+#: (issue 16). A 3x slower write path is still caught by ``write/cifar/*``.
+TRACKED = ("write/ct/*",)
+
+
+def tracked(key: str) -> bool:
+    """Whether a benchmark is reported only (its group's reference is always gated: ratio 1)."""
+    return not key.endswith(f"/{REFERENCE}") and any(fnmatch.fnmatchcase(key, pattern) for pattern in TRACKED)
 
 
 class GateError(Exception):
@@ -69,7 +94,7 @@ class Ratio:
 @dataclass(frozen=True)
 class Verdict:
     key: str
-    status: str  # ok | REGRESSED | MISSING | new | faster
+    status: str  # ok | REGRESSED | MISSING | new | faster | tracked
     message: str
     old: float | None = None  # baseline ratio
     new: float | None = None  # this run's ratio
@@ -174,7 +199,9 @@ def compare(baseline: dict[str, Any], measured: dict[str, Ratio], threshold: flo
             f"{key} ({new.test}): ratio to {REFERENCE} {float(old['ratio']):.3g} -> {new.ratio:.3g} "
             f"= {change:.2f}x [old {old_figures}; new {figures}]"
         )
-        if change > threshold:
+        if tracked(key):
+            verdicts.append(Verdict(key, "tracked", f"{detail} (tracked, not gated)", **ratios_))
+        elif change > threshold:
             verdicts.append(Verdict(key, "REGRESSED", f"{detail}, over the {threshold:g}x threshold", **ratios_))
         elif change < 1 / threshold:
             verdicts.append(Verdict(key, "faster", (
@@ -199,6 +226,7 @@ def report(verdicts: Sequence[Verdict], threshold: float, stat: str, baseline_pa
         change = f"{v.new / v.old:.2f}x" if v.old and v.new else ""
         lines.append(f"  {v.status:<9} {v.key:<{width}} {old:>9} {new:>9} {change:>7}")
     for status, title in (("REGRESSED", "REGRESSED (slower than the baseline)"), ("MISSING", "MISSING"),
+                          ("tracked", "TRACKED (reported, never fails)"),
                           ("new", "NEW (warning only)"), ("faster", "FASTER (note)")):
         picked = [v for v in verdicts if v.status == status]
         if picked:
@@ -244,6 +272,57 @@ def write_rerun(path: Path, regressed: Sequence[Verdict], measured: dict[str, Ra
             if test and test not in tests:
                 tests.append(test)
     Path(path).write_text("".join(t + "\n" for t in tests))
+
+
+def ab(base_paths: Sequence[Path], head_paths: Sequence[Path], baseline_path: Path,
+       threshold: float, context: Sequence[Path] = (), base_label: str | None = None) -> tuple[int, str]:
+    """Judge the code under test against the baseline commit's code, both measured in this job.
+
+    Per benchmark, the best ratio (to the reference of the same run) over the head runs
+    divided by the best over the base runs; fail above ``threshold``. A benchmark the base
+    runs lack (a backend newer than the baseline's commit) keeps the ``check`` verdict over
+    the head runs.
+    """
+    baseline = load_json(baseline_path)
+    stat = baseline.get("stat", DEFAULT_STAT)
+    base = best_of(ratios(load_json(p), stat) for p in base_paths)
+    head_runs = [ratios(load_json(p), stat) for p in head_paths]
+    judged = set().union(*head_runs)
+    head = {k: r for k, r in best_of([*head_runs, *(ratios(load_json(p), stat) for p in context)]).items()
+            if k in judged}
+    if not head:
+        raise GateError("the head runs hold no gate-labelled benchmarks")
+    label = base_label or str(baseline.get("commit", {}).get("id", "?"))
+    lines = [
+        f"perf gate A/B: this code against the baseline's commit ({label}), "
+        f"measured alternately in this job; best {stat} ratio to {REFERENCE} per side; fail above {threshold:g}x",
+        f"  {'verdict':<9} {'benchmark':<32} {'base':>9} {'head':>9} {'change':>7}",
+    ]
+    failed: list[str] = []
+    unpaired: dict[str, Ratio] = {}
+    for key in sorted(head):
+        if key.endswith(f"/{REFERENCE}"):
+            continue
+        if key not in base:
+            unpaired[key] = head[key]
+            continue
+        change = head[key].ratio / base[key].ratio
+        status = "tracked" if tracked(key) else ("REGRESSED" if change > threshold else "ok")
+        if status == "REGRESSED":
+            failed.append(key)
+        lines.append(f"  {status:<9} {key:<32} {base[key].ratio:>9.3g} {head[key].ratio:>9.3g} {change:>6.2f}x")
+    if unpaired:
+        lines.append("not in the base runs (judged against the committed baseline instead):")
+        for v in compare({"benchmarks": {k: v for k, v in baseline.get("benchmarks", {}).items() if k in unpaired}},
+                         unpaired, threshold):
+            lines.append(f"  {v.status:<9} {v.message}")
+            if v.fails:
+                failed.append(v.key)
+    if failed:
+        lines.append(f"FAIL: {len(failed)} benchmark(s) slower than the baseline's code: {', '.join(failed)}")
+    else:
+        lines.append(f"PASS: no benchmark more than {threshold:g}x slower than the baseline's code on this machine")
+    return (EXIT_FAIL if failed else EXIT_PASS), "\n".join(lines)
 
 
 def make_baseline(run_paths: Sequence[Path], stat: str = DEFAULT_STAT, command: str = REGENERATE) -> dict[str, Any]:
@@ -295,6 +374,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help="fail when a ratio grows by more than this factor (default %(default)s)")
     c.add_argument("--rerun-file", type=Path, help="write the test ids worth re-running to confirm a failure")
+    a = sub.add_parser("ab", help="judge head runs against base runs of the same job (confirmation)")
+    a.add_argument("--base", nargs="+", type=Path, required=True)
+    a.add_argument("--head", nargs="+", type=Path, required=True)
+    a.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
+    a.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    a.add_argument("--context", nargs="*", type=Path, default=[], help="runs that join the head's best only")
+    a.add_argument("--base-label", help="how to name the base in the report (its commit)")
     b = sub.add_parser("baseline", help="write a baseline from pytest-benchmark JSON run(s)")
     b.add_argument("runs", nargs="+", type=Path)
     b.add_argument("-o", "--output", type=Path, default=DEFAULT_BASELINE)
@@ -308,7 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_PASS
         if args.threshold <= 1:
             raise GateError("--threshold must be above 1")
-        status, text = check(args.runs, args.baseline, args.threshold, args.rerun_file)
+        if args.command == "ab":
+            status, text = ab(args.base, args.head, args.baseline, args.threshold, args.context, args.base_label)
+        else:
+            status, text = check(args.runs, args.baseline, args.threshold, args.rerun_file)
     except GateError as exc:
         print(f"perf gate: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
