@@ -101,3 +101,15 @@ def test_names_import_imgbench_alone_gave_before_the_layers():
             "assert imgbench.store.Store is imgbench.Store; assert disk_usage is imgbench.disk_usage; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_every_backend_works_locally_without_the_s3_extra():
+    """`pip install .` has no fsspec (it comes with the s3 extra): hdf5 imported it at import time, so
+    every local hdf5 store failed with ModuleNotFoundError on such a machine (found by the asv env)."""
+    code = ("import sys; sys.modules['fsspec'] = None; sys.modules['s3fs'] = None\n"
+            "import os, tempfile, numpy as np, imgbench\nd = tempfile.mkdtemp()\n"
+            "for b in imgbench.backends():\n"
+            "    with imgbench.open(os.path.join(d, b), 'w', backend=b) as s: s.extend(np.zeros((2, 4, 4, 3), np.uint8))\n"
+            "    with imgbench.open(os.path.join(d, b)) as s: assert len(s) == 2, b\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import h5py
-from fsspec.caching import ReadAheadCache
 
 from imgbench.core.errors import UnsupportedError
 
@@ -36,6 +35,8 @@ class _RemoteFile:
     def __init__(self, fs: Any, key: str, size: int, block_size: int,
                  error: Callable[[str, BaseException], BaseException]):
         self.error, self.failure, self.loc = error, None, 0
+        from fsspec.caching import ReadAheadCache  # the s3 extra: a local hdf5 store needs no fsspec
+
         self.cache = ReadAheadCache(block_size, lambda start, end: fs.cat_file(key, start=start, end=end), size)
 
     def _do(self, fn: Callable[[], Any]) -> Any:
