@@ -71,13 +71,14 @@ def order_series(names: Sequence[str], headers: Sequence[Header]) -> tuple[list[
     """Indices of one series' files in slice order, and how that order was found."""
     items = list(range(len(names)))
     hs = list(headers)
-    if len(items) > 1 and all(h.position is not None for h in hs) and _one_orientation(hs):
+    one_orientation = _one_orientation(hs)
+    if len(items) > 1 and all(h.position is not None for h in hs) and one_orientation:
         n = _normal(hs[0].orientation)  # type: ignore[arg-type]
         depth = [sum(p * q for p, q in zip(h.position, n, strict=True)) for h in hs]  # type: ignore[arg-type]
         if len({round(d, 6) for d in depth}) == len(depth):
             return sorted(items, key=lambda i: depth[i]), "position along the slice normal"
     if all(h.instance is not None for h in hs) and len({h.instance for h in hs}) == len(hs):
-        why = "InstanceNumber" if len(items) == 1 or _one_orientation(hs) else \
+        why = "InstanceNumber" if len(items) == 1 or one_orientation else \
             "InstanceNumber (the slices do not share one orientation)"
         if any(h.position is None for h in hs):
             why = "InstanceNumber (no ImagePositionPatient)"

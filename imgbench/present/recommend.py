@@ -87,13 +87,14 @@ def _speed(runs: list[dict[str, Any]], key: str, figure: str, per_image: bool = 
     lo = min(interval(r, key)[0] for r in group) / scale
     hi = max(interval(r, key)[2] for r in group) / scale
     if len(group) > 1 and fmt_time(lo) != fmt_time(hi):
-        value = f"{fmt_time(lo)}–{fmt_time(hi)}" + (" per image" if per_image else "")
+        value = f"{fmt_time(lo)}–{fmt_time(hi)}"
     elif len(group) > 1:
-        value = fmt_time(lo) + (" per image" if per_image else "")
+        value = fmt_time(lo)
     else:
-        value = fmt_time(median(first, key) / scale) + (" per image" if per_image else "")
+        value = fmt_time(median(first, key) / scale)
     rest = [r for r in sorted(runs, key=lambda r: median(r, key)) if r not in group]
-    verdict = Verdict(figure, [setting(r) for r in group], value)
+    verdict = Verdict(figure, [setting(r) for r in group], value + (" per image" if per_image else ""),
+                      extra={"per_image": per_image})
     if rest:
         verdict.runner_up = setting(rest[0])
         verdict.ratio = median(rest[0], key) / median(first, key) if median(first, key) > 0 else None
@@ -101,7 +102,7 @@ def _speed(runs: list[dict[str, Any]], key: str, figure: str, per_image: bool = 
 
 
 def _speed_line(v: Verdict, count: int) -> str:
-    where = "" if "per image" in v.value else f" for {count} images"
+    where = "" if v.extra.get("per_image") else f" for {count} images"
     if v.tie:
         text = f"{v.figure}: a tie between {_names(v.winners)} ({v.value}{where}, too close to call"
     else:
@@ -259,7 +260,7 @@ def _trade_off(runs: list[dict[str, Any]], compact_runs: list[dict[str, Any]], r
         return [f"No trade-off here: {_names([s for s in names if s in read.winners])} "
                 f"{'is' if len(names) == 1 else 'are'} among both the smallest and the fastest to read."]
     fastest = [r for r in runs if setting(r) in read.winners]
-    if all(tied(c, f, "read_s") for c in compact for f in fastest[:1]):
+    if all(tied(c, fastest[0], "read_s") for c in compact):
         return [f"Best of both: {_names(names)} {'is' if len(names) == 1 else 'are'} among the smallest and "
                 f"{'reads' if len(names) == 1 else 'read'} about as fast as {_names(read.winners)}."]
     slower = median(compact[0], "read_s") / median(fastest[0], "read_s")

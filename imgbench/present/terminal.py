@@ -167,8 +167,10 @@ def stdout_console():
     return console if console.is_terminal else Console(width=max(console.width, 120))
 
 
-def print_dataset(results: dict[str, Any], name: str, console, legend: bool = False) -> None:
-    """One dataset's tables and findings (with the legend above them when ``legend``)."""
+def print_dataset(results: dict[str, Any], name: str, console, legend: bool = False,
+                  advice: dict[str, list[str]] | None = None) -> None:
+    """One dataset's tables and findings (with the legend above them when ``legend``); ``advice`` is
+    :func:`recommend` of ``results`` when the caller has it already."""
     from rich.text import Text
 
     if legend:
@@ -176,7 +178,7 @@ def print_dataset(results: dict[str, Any], name: str, console, legend: bool = Fa
         console.print()
     for table in summary_tables(results, name, console):
         console.print(table)
-    console.print(_bullets(recommend(results).get(name, [])))
+    console.print(_bullets((recommend(results) if advice is None else advice).get(name, [])))
     console.print()
 
 
@@ -203,8 +205,9 @@ def print_summary(results: dict[str, Any], console=None, out_dir: str | os.PathL
     """Tables and findings for the terminal, laid out for the console's width (readable from 80 columns);
     datasets in ``shown`` were printed already (:class:`DatasetPrinter`) and are not repeated."""
     console = console or stdout_console()
+    advice = recommend(results)
     for k, name in enumerate(n for n in dataset_names(results) if n not in shown):
-        print_dataset(results, name, console, legend=k == 0 and not shown)
+        print_dataset(results, name, console, legend=k == 0 and not shown, advice=advice)
     skipped = [r for r in results["runs"] if r["status"] != "ok"]
     for name in dataset_names(results):
         if parallel_runs(results, name):
